@@ -1,0 +1,304 @@
+"""The one typed configuration of gsv-train, loaded from YAML.
+
+Sections:
+- `audio`: spectrogram/mel parameters (the official `data` section of s2.json).
+- `prepare`: slicing, loudness, split, features, text (used by `gsv-train prepare`).
+- `model`: SoVITS generator/discriminator hyper-parameters (the official `model` section).
+- `train`: optimisation, validation, early stopping, scheduler, checkpoints (used by `gsv-train fit`).
+
+Every section rejects unknown keys; errors name the full key path (`train.batch_sizee`).
+Defaults are the official v2 values; `configs/base.yaml` documents every field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- audio
+class AudioConfig(_Section):
+    """Spectrogram and mel parameters (official `data` section; change them only for tiny test models)."""
+
+    sampling_rate: int = 32000
+    filter_length: int = 2048
+    hop_length: int = 640
+    win_length: int = 2048
+    n_mel_channels: int = 128
+    mel_fmin: float = 0.0
+    mel_fmax: float | None = None
+    max_wav_value: float = 32768.0
+
+    @property
+    def n_freq(self) -> int:
+        return self.filter_length // 2 + 1
+
+
+# ------------------------------------------------------------------------------------------- prepare
+class SlicerConfig(_Section):
+    """Official silence slicer (web-UI defaults) plus a maximum clip length."""
+
+    threshold_db: float = -34.0
+    min_length_ms: int = Field(4000, ge=1)
+    min_interval_ms: int = Field(300, ge=1)
+    hop_size_ms: int = Field(10, ge=1)
+    max_sil_kept_ms: int = Field(500, ge=0)
+    max_clip_seconds: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> SlicerConfig:
+        if not self.min_length_ms >= self.min_interval_ms >= self.hop_size_ms:
+            raise ValueError("need min_length_ms >= min_interval_ms >= hop_size_ms")
+        if self.max_sil_kept_ms < self.hop_size_ms:
+            raise ValueError("need max_sil_kept_ms >= hop_size_ms")
+        return self
+
+
+class LoudnessConfig(_Section):
+    """Official loudness handling.
+
+    Slicing post-processing (tools/slice_audio.py): divide by the peak if it exceeds 1, then
+    `chunk/peak * (max_peak*alpha) + (1-alpha)*chunk`.
+    """
+
+    enabled: bool = True
+    max_peak: float = Field(0.9, gt=0, le=1.0)
+    alpha: float = Field(0.25, ge=0, le=1.0)
+
+
+class SplitConfig(_Section):
+    val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 1234
+
+
+class FeaturesConfig(_Section):
+    """HuBERT content features.
+
+    `hubert`: a local HF-format folder of chinese-hubert-base, or `random-tiny` to build a small random
+    HuBERT (pipeline check only: such features make no usable voice), or null to skip features.
+    """
+
+    hubert: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(8, ge=1)
+    hidden_size: int = Field(768, ge=1)
+
+
+class TextConfig(_Section):
+    language: Literal["zh", "en", "ja", "ko", "yue", "auto"] = "en"
+    version: Literal["v1", "v2"] = "v2"
+    max_phones: int = Field(1000, ge=1)
+
+
+class PrepareConfig(_Section):
+    slicer: SlicerConfig = SlicerConfig()
+    loudness: LoudnessConfig = LoudnessConfig()
+    split: SplitConfig = SplitConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    text: TextConfig = TextConfig()
+    min_clip_seconds: float = Field(0.6, gt=0)
+    max_source_peak: float = Field(2.2, gt=0)
+    workers: int | None = Field(None, ge=1)
+    spec_dtype: Literal["float16", "float32"] = "float16"
+
+
+# --------------------------------------------------------------------------------------------- model
+SoVITSVersion = Literal["v1", "v2", "v2Pro", "v2ProPlus"]
+
+
+class ModelConfig(_Section):
+    """SoVITS generator hyper-parameters (official `model` section of s2.json); v2 defaults."""
+
+    version: SoVITSVersion = "v2"
+    inter_channels: int = 192
+    hidden_channels: int = 192
+    filter_channels: int = 768
+    n_heads: int = 2
+    n_layers: int = 6
+    kernel_size: int = 3
+    p_dropout: float = 0.1
+    resblock: Literal["1", "2"] = "1"
+    resblock_kernel_sizes: list[int] = [3, 7, 11]
+    resblock_dilation_sizes: list[list[int]] = [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    upsample_rates: list[int] = [10, 8, 2, 2, 2]
+    upsample_initial_channel: int = 512
+    upsample_kernel_sizes: list[int] = [16, 16, 8, 2, 2]
+    n_layers_q: int = 3
+    use_spectral_norm: bool = False
+    gin_channels: int = 512
+    semantic_frame_rate: Literal["25hz", "50hz"] = "25hz"
+    freeze_quantizer: bool = True
+    n_speakers: int = 300
+    segment_size: int = 20480
+    ssl_dim: int = 768
+    codebook_size: int = 1024
+
+
+# --------------------------------------------------------------------------------------------- train
+class EarlyStoppingConfig(_Section):
+    enabled: bool = True
+    monitor: Literal["val/mel", "val/total"] = "val/mel"
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(1e-4, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class SchedulerConfig(_Section):
+    kind: Literal["plateau", "exponential"] = "plateau"
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(3, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    gamma: float = Field(0.999875, gt=0, le=1)
+
+
+class TrainConfig(_Section):
+    dataset: str | None = None
+    pretrained_s2G: str | None = None
+    pretrained_s2D: str | None = None
+    seed: int = 1234
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.8, 0.99)
+    eps: float = 1e-9
+    weight_decay: float = 0.01
+    text_low_lr_rate: float = Field(0.4, gt=0)
+    c_mel: float = 45.0
+    c_kl: float = 1.0
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    grad_clip: float | None = None
+    min_items_per_epoch: int = Field(100, ge=1)
+    num_workers: int = Field(2, ge=0)
+    bucket_boundaries: list[int] = [
+        32,
+        300,
+        400,
+        500,
+        600,
+        700,
+        800,
+        900,
+        1000,
+        1100,
+        1200,
+        1300,
+        1400,
+        1500,
+        1600,
+        1700,
+        1800,
+        1900,
+    ]
+    val_every: int = Field(1, ge=1)
+    log_every: int = Field(10, ge=1)
+    keep_top_k: int = Field(3, ge=0)
+    nan_patience: int = Field(3, ge=1)
+    nan_lr_factor: float = Field(0.5, gt=0, lt=1)
+    val_noise_scale: float = 0.0
+    val_max_clips: int | None = None
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    tensorboard: bool = True
+    val_audio_samples: int = Field(2, ge=0)
+
+
+# -------------------------------------------------------------------------------------------- config
+class Config(_Section):
+    audio: AudioConfig = AudioConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form (stable across key order)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{origin}: unknown key '{path}'")
+        else:
+            lines.append(f"{origin}: '{path}': {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse `a.b.c=value` (value in YAML syntax) into (["a","b","c"], value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like 'section.key=value'")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `a.b.c=value` override into a nested dict (creating sections as needed)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{'.'.join(parts[: i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when `path` is None) and apply `a.b=value` overrides."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not a readable YAML file ({exc})") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, overrides)
+        origin = f"{origin} (+ --set overrides)"
+    return config_from_dict(data, origin)
