@@ -47,7 +47,10 @@ def atomic_write_with(target: Path | str, writer: Callable[[IO[bytes]], None]) -
 
 
 def atomic_write_bytes(target: Path | str, data: bytes) -> Path:
-    return atomic_write_with(target, lambda fh: fh.write(data) and None)
+    def write(fh: IO[bytes]) -> None:
+        fh.write(data)
+
+    return atomic_write_with(target, write)
 
 
 def atomic_write_text(target: Path | str, text: str) -> Path:
