@@ -68,15 +68,21 @@ class SlicerConfig(_Section):
 
 
 class LoudnessConfig(_Section):
-    """Official loudness handling.
+    """Official loudness handling (see `audio/loudness.py`).
 
-    Slicing post-processing (tools/slice_audio.py): divide by the peak if it exceeds 1, then
-    `chunk/peak * (max_peak*alpha) + (1-alpha)*chunk`.
+    Slicing post-processing (tools/slice_audio.py), applied to chunks cut by the slicer: divide by the
+    peak if it exceeds 1, then `chunk/peak * (max_peak*alpha) + (1-alpha)*chunk`.
+    Training copy (2-get-hubert-wav32k.py, `5-wav32k`), applied to every clip of the dataset (not to
+    `--slice-only` output, which is an intermediate like the official slicer output):
+    `x/peak * (wav32k_peak*wav32k_alpha) + (1-wav32k_alpha)*x`.
+    `enabled: false` keeps the level as recorded (peaks above 1 are still divided by the peak).
     """
 
     enabled: bool = True
     max_peak: float = Field(0.9, gt=0, le=1.0)
     alpha: float = Field(0.25, ge=0, le=1.0)
+    wav32k_peak: float = Field(0.95, gt=0, le=1.0)
+    wav32k_alpha: float = Field(0.5, ge=0, le=1.0)
 
 
 class SplitConfig(_Section):
@@ -85,22 +91,42 @@ class SplitConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    """HuBERT content features.
+    """HuBERT content features (`ssl/<id>.npy`, see `gptsovits_train.features`).
 
-    `hubert`: a local HF-format folder of chinese-hubert-base, or `random-tiny` to build a small random
-    HuBERT (pipeline check only: such features make no usable voice), or null to skip features.
+    `hubert`: a local HF-format folder of chinese-hubert-base, or `random-tiny` to build a small seeded
+    random HuBERT in the dataset's `.work/random-hubert/` (pipeline check only: such features make no
+    usable voice), or null to skip features.
+    `device`: `auto` uses CUDA when torch sees a GPU. `fp16`: half precision on CUDA, as the official
+    preparation does (`is_half`); a clip whose fp16 output is not finite is recomputed in fp32. CPU always
+    runs fp32. `batch_size`: clips per forward pass (clips are sorted by length and padded; the result
+    is the same as one clip at a time, up to float rounding). `hidden_size`: the feature size the model
+    must have (768 for SoVITS v2).
     """
 
     hubert: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    fp16: bool = True
     batch_size: int = Field(8, ge=1)
     hidden_size: int = Field(768, ge=1)
 
 
 class TextConfig(_Section):
+    """Transcripts → phonemes (`gptsovits_train.text`, `data/phonemize.py`).
+
+    `language`: language of transcripts that carry none (`auto` splits Mandarin/English by script).
+    `max_phones`: a clip with more phones is skipped (too long a line for one clip).
+    `official_prereplace`: apply the official data preparation's substitution `%` → `-`, `￥` → `,`
+    before phonemisation (official default; it means percentages are not read as words).
+    `zh_latin`: Latin words inside a Mandarin line: `split` phonemises them with the English frontend
+    (as the official inference does for mixed text); `drop` deletes them as the official training
+    preparation does (the clip keeps a warning).
+    """
+
     language: Literal["zh", "en", "ja", "ko", "yue", "auto"] = "en"
     version: Literal["v1", "v2"] = "v2"
     max_phones: int = Field(1000, ge=1)
+    official_prereplace: bool = True
+    zh_latin: Literal["split", "drop"] = "split"
 
 
 class PrepareConfig(_Section):
@@ -149,39 +175,56 @@ class ModelConfig(_Section):
 
 # --------------------------------------------------------------------------------------------- train
 class EarlyStoppingConfig(_Section):
+    """Stop when the validation metric stops improving (see `train/early_stopping.py`)."""
+
     enabled: bool = True
     monitor: Literal["val/mel", "val/total"] = "val/mel"
-    patience: int = Field(5, ge=1)
-    min_delta: float = Field(1e-4, ge=0)
-    warmup_epochs: int = Field(0, ge=0)
+    patience: int = Field(5, ge=1)  # validations in a row without improvement
+    min_delta: float = Field(1e-4, ge=0)  # an improvement must beat the best by more than this
+    warmup_epochs: int = Field(0, ge=0)  # validations at epochs <= this never use up patience
 
 
 class SchedulerConfig(_Section):
+    """Learning-rate schedule of both optimizers (see `train/schedulers.py`)."""
+
     kind: Literal["plateau", "exponential"] = "plateau"
-    factor: float = Field(0.5, gt=0, lt=1)
-    patience: int = Field(3, ge=0)
-    min_lr: float = Field(1e-6, ge=0)
-    gamma: float = Field(0.999875, gt=0, le=1)
+    factor: float = Field(0.5, gt=0, lt=1)  # plateau: lr multiplier
+    patience: int = Field(3, ge=1)  # plateau: validations without improvement before a reduction
+    min_lr: float = Field(1e-6, ge=0)  # plateau: floor of every param group's lr
+    gamma: float = Field(0.999875, gt=0, le=1)  # exponential: official per-epoch decay
 
 
 class TrainConfig(_Section):
-    dataset: str | None = None
-    pretrained_s2G: str | None = None
-    pretrained_s2D: str | None = None
+    """`gsv-train fit`: data, optimisation (official s2 values), validation, checkpoints, logging.
+
+    `configs/base.yaml` documents every field.
+    """
+
+    dataset: str | None = None  # folder written by `gsv-train prepare`
+    pretrained_s2G: str | None = None  # official pretrained generator (s2G2333k.pth); null = random init
+    pretrained_s2D: str | None = None  # official pretrained discriminator (s2D2333k.pth); null = random init
     seed: int = 1234
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(100, ge=1)  # upper bound; early stopping usually ends the run sooner
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (smoke runs, benchmarks)
+    batch_size: int = Field(8, ge=1)  # per process (per GPU under torchrun)
     learning_rate: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.8, 0.99)
     eps: float = 1e-9
-    weight_decay: float = 0.01
-    text_low_lr_rate: float = Field(0.4, gt=0)
+    weight_decay: float = 0.01  # AdamW default, as official
+    text_low_lr_rate: float = Field(0.4, gt=0)  # lr factor of enc_p.text_embedding/encoder_text/mrte
     c_mel: float = 45.0
     c_kl: float = 1.0
+    c_fm: float = 1.0  # multiplies the official feature-matching loss (which already holds its 2x)
+    c_gen: float = 1.0  # multiplies the adversarial generator loss
+    # The discriminator exists only for training: its periods live here. null = official for model.version
+    # (2,3,5,7,11; Pro: +17,23). Fewer periods make a smaller discriminator (CPU tests, the demo).
+    discriminator_periods: list[int] | None = None
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    grad_clip: float | None = None
-    min_items_per_epoch: int = Field(100, ge=1)
-    num_workers: int = Field(2, ge=0)
+    tf32: bool = True  # allow TF32 matmuls on NVIDIA GPUs (official: allowed)
+    grad_clip: float | None = Field(None, gt=0)  # max total grad norm per optimizer; null = off (official)
+    min_items_per_epoch: int = Field(100, ge=1)  # tiny datasets: an epoch repeats clips up to this
+    num_workers: int = Field(2, ge=0)  # DataLoader worker processes
     bucket_boundaries: list[int] = [
         32,
         300,
@@ -202,17 +245,25 @@ class TrainConfig(_Section):
         1800,
         1900,
     ]
-    val_every: int = Field(1, ge=1)
-    log_every: int = Field(10, ge=1)
-    keep_top_k: int = Field(3, ge=0)
-    nan_patience: int = Field(3, ge=1)
-    nan_lr_factor: float = Field(0.5, gt=0, lt=1)
-    val_noise_scale: float = 0.0
-    val_max_clips: int | None = None
+    val_every: int = Field(1, ge=1)  # validate every N epochs (and always after the last epoch)
+    log_every: int = Field(10, ge=1)  # metrics.jsonl/TensorBoard step events every N steps
+    keep_top_k: int = Field(3, ge=0)  # epoch_XXXX.pt files kept besides best.pt and last.pt
+    nan_patience: int = Field(3, ge=1)  # non-finite steps in a row before a rollback
+    nan_lr_factor: float = Field(0.5, gt=0, lt=1)  # lr multiplier applied at a rollback
+    nan_max_rollbacks: int = Field(5, ge=0)  # give up (error) after this many rollbacks
+    val_noise_scale: float = Field(0.0, ge=0)  # noise of the inference path in validation
+    val_max_clips: int | None = Field(None, ge=1)  # validate on the first N validation clips only
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     tensorboard: bool = True
-    val_audio_samples: int = Field(2, ge=0)
+    val_audio_samples: int = Field(2, ge=0)  # validation clips whose audio/mels go to TensorBoard
+
+    @model_validator(mode="after")
+    def _check_buckets(self) -> TrainConfig:
+        b = self.bucket_boundaries
+        if len(b) < 2 or any(x >= y for x, y in zip(b, b[1:], strict=False)) or b[0] < 1:
+            raise ValueError("bucket_boundaries must be at least 2 strictly increasing positive frame counts")
+        return self
 
 
 # -------------------------------------------------------------------------------------------- config

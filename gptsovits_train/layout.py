@@ -12,6 +12,10 @@ Dataset folder (written by `gsv-train prepare`)::
       spec/<id>.npy           linear spectrogram (1025, T) float16, T = floor(samples / 640)
       ssl/<id>.npy            HuBERT content features (768, T) float16, aligned to the spectrogram
       .work/                  per-source progress records that make a second run resume
+      .work/features.json     the HuBERT model that made ssl/ (digest; random-tiny flag)
+      .work/random-hubert/    the seeded random HuBERT of `random-tiny` runs (pipeline check only)
+      .work/asr/<id>.json     ASR results (text, language) of clips that had no transcript
+      .work/official_import.json  the official experiment folder a `--from-official` dataset came from
 
 Run folder (written by `gsv-train fit`)::
 
@@ -90,6 +94,25 @@ class DatasetLayout:
     def source_record(self, source_key: str) -> Path:
         """Progress record of one source file (its clips are done when this exists)."""
         return self.work_dir / "sources" / f"{source_key}.json"
+
+    @property
+    def features_stamp(self) -> Path:
+        """Which HuBERT model made `ssl/*.npy` (features of another model are recomputed, not reused)."""
+        return self.work_dir / "features.json"
+
+    @property
+    def random_hubert_dir(self) -> Path:
+        """The seeded random HuBERT of `prepare.features.hubert: random-tiny` (pipeline checks only)."""
+        return self.work_dir / "random-hubert"
+
+    def asr_record(self, clip_id: str) -> Path:
+        """ASR result of one clip (text + language), so a resumed run does not transcribe it again."""
+        return self.work_dir / "asr" / f"{clip_id}.json"
+
+    @property
+    def import_stamp(self) -> Path:
+        """Where `prepare --from-official` records the official experiment folder it imported."""
+        return self.work_dir / "official_import.json"
 
     def relative(self, path: Path) -> str:
         """`path` relative to the dataset root, with forward slashes (as stored in the manifest)."""

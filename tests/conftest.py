@@ -31,3 +31,9 @@ def reference_dir(shared_dir: Path) -> Path:
 def sample_dir() -> Path:
     """The embedded demo sample: 12 LJSpeech FLAC clips + metadata.csv."""
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def lj_mini_dir(shared_dir: Path) -> Path:
+    """../shared/data/ljspeech-mini: 32 LJSpeech FLAC clips (22.05 kHz) + metadata.csv."""
+    return shared_dir / "data" / "ljspeech-mini"

@@ -1,1 +1,4 @@
 """`gsv-train` commands, one module each; importing a module registers its command on `cli.app`."""
+
+import gptsovits_train.commands.export  # noqa: F401
+import gptsovits_train.commands.prepare  # noqa: F401

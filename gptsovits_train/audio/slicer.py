@@ -1,0 +1,260 @@
+"""Silence slicer with the official chunk boundaries (GPT-SoVITS `tools/slicer2.py`), written anew.
+
+How it decides (units converted once, see `SlicerParams`):
+
+1. Frame RMS with librosa's framing: zero-pad `win // 2` on both sides, one frame every `hop` samples,
+   `rms = sqrt(mean(x^2))` over `win` samples, so frame `i` is centred on sample `i * hop`.
+2. A frame is silent when `rms < threshold`. For every maximal run of silent frames `[s, i)` that is
+   followed by a loud frame `i`, a cut is made when the run is leading silence longer than
+   `max_sil_kept`, or when it lasts at least `min_interval` frames and the current clip is already
+   `min_length` frames long. Otherwise the silence stays inside the clip.
+3. Where the cut goes: a silence of at most `max_sil_kept` frames is cut at its quietest frame; up to
+   twice that, around the quietest frames near both ends; longer, the middle is dropped and at most
+   `max_sil_kept` frames are kept on each side.
+4. Trailing silence of at least `min_interval` frames is cut at the quietest frame of its first
+   `max_sil_kept` frames.
+
+Differences from the official code, on purpose:
+
+- The official short-input shortcut compares the sample count with `min_length` in *frames* and then
+  returns a bare waveform instead of `[audio, start, end]`, which crashes its caller. Here an input of at
+  most `min_length` samples (the same test, so boundaries agree everywhere else) is one chunk `(0, L)`.
+- The official last chunk may end at `total_frames * hop`, past the end of the audio; ends are clamped
+  to the audio length here (the audio in the chunk is the same).
+- The loop visits silent runs instead of every frame (same decisions, much faster on long files).
+
+Beyond the official slicer: `split_long` cuts a chunk longer than a maximum at its quietest frame, and
+`trim_edges` trims only leading/trailing silence (for sources whose transcript forbids splitting).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from gptsovits_train.config import SlicerConfig
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlicerParams:
+    """Slicer settings in internal units (samples for hop/win, frames for the lengths)."""
+
+    sample_rate: int
+    threshold: float  # linear amplitude, 10 ** (dB / 20)
+    hop: int  # samples per frame step
+    win: int  # samples per RMS window
+    min_length: int  # frames
+    min_interval: int  # frames
+    max_sil_kept: int  # frames
+
+    @classmethod
+    def from_ms(
+        cls,
+        sample_rate: int,
+        threshold_db: float,
+        min_length_ms: float,
+        min_interval_ms: float,
+        hop_size_ms: float,
+        max_sil_kept_ms: float,
+    ) -> SlicerParams:
+        """Convert milliseconds/dB to internal units exactly as the official slicer does."""
+        if not min_length_ms >= min_interval_ms >= hop_size_ms:
+            raise ValueError("need min_length_ms >= min_interval_ms >= hop_size_ms")
+        if not max_sil_kept_ms >= hop_size_ms:
+            raise ValueError("need max_sil_kept_ms >= hop_size_ms")
+        interval_samples = sample_rate * min_interval_ms / 1000
+        hop = round(sample_rate * hop_size_ms / 1000)
+        return cls(
+            sample_rate=sample_rate,
+            threshold=10 ** (threshold_db / 20.0),
+            hop=hop,
+            win=min(round(interval_samples), 4 * hop),
+            min_length=round(sample_rate * min_length_ms / 1000 / hop),
+            min_interval=round(interval_samples / hop),
+            max_sil_kept=round(sample_rate * max_sil_kept_ms / 1000 / hop),
+        )
+
+    @classmethod
+    def from_config(cls, cfg: SlicerConfig, sample_rate: int) -> SlicerParams:
+        return cls.from_ms(
+            sample_rate,
+            cfg.threshold_db,
+            cfg.min_length_ms,
+            cfg.min_interval_ms,
+            cfg.hop_size_ms,
+            cfg.max_sil_kept_ms,
+        )
+
+
+def frame_rms(samples: np.ndarray, win: int, hop: int) -> np.ndarray:
+    """Frame RMS, librosa framing with zero ("constant") padding of `win // 2` on both sides.
+
+    Args:
+        samples: (L,) float waveform, L >= 1.
+    Returns:
+        (1 + (L + 2 * (win // 2) - win) // hop,) float64; frame i is centred on sample i * hop.
+    """
+    half = win // 2
+    n_samples = samples.shape[0]
+    n = 1 + (n_samples + 2 * half - win) // hop
+    sq = np.zeros(n_samples + 2 * half, dtype=np.float64)
+    sq[half : half + n_samples] = samples
+    np.square(sq, out=sq)
+    if win % hop == 0:
+        # Sum per hop-sized block, then add k consecutive blocks: O(L) and no long running sum
+        # (a global cumulative sum would break exact ties between equal frames by rounding).
+        k = win // hop
+        blocks = sq[: (n + k - 1) * hop].reshape(-1, hop).sum(axis=1)
+        power = blocks[:n].copy()
+        for j in range(1, k):
+            power += blocks[j : j + n]
+    else:
+        power = np.lib.stride_tricks.sliding_window_view(sq, win)[::hop][:n].sum(axis=1)
+    return np.sqrt(power / win)
+
+
+def _silent_runs(silent: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs [start, end) of True in a boolean frame mask."""
+    padded = np.concatenate(([False], silent, [False])).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _argmin(rms: np.ndarray, lo: int, hi: int) -> int:
+    """Index of the first minimum of rms[lo:hi] (as an index into rms)."""
+    return int(np.argmin(rms[lo:hi])) + lo
+
+
+def silence_tags(rms: np.ndarray, p: SlicerParams) -> list[tuple[int, int]]:
+    """Frame ranges (from, to) to remove, in order (the official decision rules, see module doc)."""
+    total = rms.shape[0]
+    tags: list[tuple[int, int]] = []
+    clip_start = 0
+    keep = p.max_sil_kept
+    runs = _silent_runs(rms < p.threshold)
+    for s, i in runs:
+        if i >= total:
+            break  # trailing silence, handled below
+        leading = s == 0 and i > keep
+        middle = i - s >= p.min_interval and i - clip_start >= p.min_length
+        if not (leading or middle):
+            continue
+        if i - s <= keep:
+            pos = _argmin(rms, s, i + 1)
+            tags.append((0, pos) if s == 0 else (pos, pos))
+            clip_start = pos
+        elif i - s <= 2 * keep:
+            pos = _argmin(rms, i - keep, s + keep + 1)
+            pos_l = _argmin(rms, s, s + keep + 1)
+            pos_r = _argmin(rms, i - keep, i + 1)
+            if s == 0:
+                tags.append((0, pos_r))
+                clip_start = pos_r
+            else:
+                tags.append((min(pos_l, pos), max(pos_r, pos)))
+                clip_start = max(pos_r, pos)
+        else:
+            pos_l = _argmin(rms, s, s + keep + 1)
+            pos_r = _argmin(rms, i - keep, i + 1)
+            tags.append((0, pos_r) if s == 0 else (pos_l, pos_r))
+            clip_start = pos_r
+    if runs and runs[-1][1] >= total:
+        s = runs[-1][0]
+        if total - s >= p.min_interval:
+            pos = _argmin(rms, s, min(total, s + keep) + 1)
+            tags.append((pos, total + 1))
+    return tags
+
+
+def slice_bounds(samples: np.ndarray, p: SlicerParams) -> list[tuple[int, int]]:
+    """Chunk boundaries `(start, end)` in samples (end exclusive) of the official silence slicer.
+
+    Args:
+        samples: (L,) float mono waveform at `p.sample_rate`.
+    """
+    n_samples = int(samples.shape[0])
+    if n_samples == 0:
+        return []
+    if n_samples <= p.min_length:
+        # Official shortcut (samples compared with frames); it returns a bare waveform there.
+        return [(0, n_samples)]
+    rms = frame_rms(samples, p.win, p.hop)
+    total = rms.shape[0]
+    tags = silence_tags(rms, p)
+    frames: list[tuple[int, int]] = []
+    if not tags:
+        frames.append((0, total))
+    else:
+        if tags[0][0] > 0:
+            frames.append((0, tags[0][0]))
+        frames.extend((a[1], b[0]) for a, b in itertools.pairwise(tags))
+        if tags[-1][1] < total:
+            frames.append((tags[-1][1], total))
+    out = []
+    for a, b in frames:
+        start, end = a * p.hop, min(b * p.hop, n_samples)
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+def split_long(
+    samples: np.ndarray, start: int, end: int, max_samples: int, p: SlicerParams
+) -> list[tuple[int, int]]:
+    """Split `samples[start:end]` into pieces of at most `max_samples`, cutting at the quietest frame.
+
+    A piece of up to 2 * max is cut once, in the window that leaves both sides <= max; a longer one
+    is cut at the quietest frame at least max/2 from either end, and both sides are split again.
+    Returns the pieces in order as (start, end) sample ranges.
+    """
+    if max_samples <= 0:
+        raise ValueError("max_samples must be positive")
+    length = end - start
+    if length <= max_samples:
+        return [(start, end)]
+    if length <= 2 * max_samples:
+        lo, hi = length - max_samples, max_samples
+    else:
+        lo, hi = max_samples // 2, length - max_samples // 2
+    rms = frame_rms(samples[start:end], p.win, p.hop)
+    f_lo = -(-lo // p.hop)  # first frame whose centre is >= lo
+    f_hi = hi // p.hop  # last frame whose centre is <= hi
+    cut = start + (_argmin(rms, f_lo, f_hi + 1) * p.hop if f_hi >= f_lo else (lo + hi) // 2)
+    return split_long(samples, start, cut, max_samples, p) + split_long(samples, cut, end, max_samples, p)
+
+
+def trim_edges(samples: np.ndarray, p: SlicerParams) -> tuple[int, int] | None:
+    """Leading/trailing silence trim with the slicer's own rules; None when nothing is above threshold.
+
+    Leading silence longer than `max_sil_kept` frames is cut at the quietest of its last
+    `max_sil_kept` frames; trailing silence of at least `min_interval` frames is cut at the quietest of
+    its first `max_sil_kept` frames. Returns (start, end) in samples.
+    """
+    n_samples = int(samples.shape[0])
+    if n_samples == 0:
+        return None
+    rms = frame_rms(samples, p.win, p.hop)
+    loud = np.flatnonzero(rms >= p.threshold)
+    if loud.size == 0:
+        return None
+    total, keep = rms.shape[0], p.max_sil_kept
+    first, last = int(loud[0]), int(loud[-1])
+    start = _argmin(rms, first - keep, first + 1) if first > keep else 0
+    s = last + 1
+    end = _argmin(rms, s, min(total, s + keep) + 1) if total - s >= p.min_interval else total
+    start_sample, end_sample = start * p.hop, min(end * p.hop, n_samples)
+    if end_sample <= start_sample:
+        return None
+    return start_sample, end_sample
+
+
+def is_silent(samples: np.ndarray, p: SlicerParams) -> bool:
+    """True when no frame of `samples` reaches the slicer threshold."""
+    if samples.shape[0] == 0:
+        return True
+    return bool(frame_rms(samples, p.win, p.hop).max() < p.threshold)

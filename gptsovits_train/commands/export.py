@@ -1,0 +1,83 @@
+"""`gsv-train export-best` and `gsv-train inspect`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gptsovits_train.cli import QuietOpt, app, fail
+from gptsovits_train.errors import GsvError
+from gptsovits_train.logging_setup import configure_logging
+
+
+@app.command("export-best")
+def export_best_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Run folder (exports checkpoints/best.pt, never last.pt), a run checkpoint, an official "
+            "G_*.pth or a pretrained s2G file."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output file, or a folder for the default name."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Export name; the file is <name>_e<epoch>_s<step>.pth."),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="pth (official GPT-SoVITS format) or safetensors."),
+    ] = "pth",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the best weights in the official GPT-SoVITS SoVITS export format (+ a manifest JSON)."""
+    configure_logging(quiet=quiet)
+    if fmt not in ("pth", "safetensors"):
+        raise typer.BadParameter(f"'{fmt}' is not one of pth, safetensors", param_hint="--format")
+    from gptsovits_train.export import export_best
+
+    try:
+        result = export_best(source, out=out, name=name, fmt=fmt, force=force)  # type: ignore[arg-type]
+    except GsvError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"wrote {result.path}")
+    typer.echo(
+        f"  version {result.version}, {result.info}, {result.n_keys} keys, {result.size_bytes:,} bytes"
+    )
+    if result.official_detection is not None:
+        det = result.official_detection
+        typer.echo(f"  official detection: {det.model_version} ({det.rule})")
+    if result.best_value is not None:
+        typer.echo(f"  best validation loss {result.best_value:.6g}")
+    typer.echo(f"  manifest {result.manifest_path}")
+
+
+@app.command("inspect")
+def inspect_command(
+    file: Annotated[
+        Path, typer.Argument(help="A SoVITS weight file (export, pretrained, G_*.pth, run checkpoint).")
+    ],
+    no_load: Annotated[
+        bool,
+        typer.Option("--no-load", help="Compare keys/shapes only; do not load the weights into a model."),
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Print the version (official rules), keys, dtypes, info, parameter count and strict loadability."""
+    configure_logging(quiet=quiet)
+    from gptsovits_train.checkpoints.inspect import inspect_weights
+
+    try:
+        report = inspect_weights(file, load=not no_load)
+    except GsvError as exc:
+        raise fail(str(exc)) from None
+    for line in report.lines():
+        typer.echo(line)
+    if not report.loads:
+        raise typer.Exit(1)

@@ -1,0 +1,152 @@
+"""`gsv-train prepare INPUT... --out DIR`: audio + transcripts -> dataset folder (see `data.prepare`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gptsovits_train.cli import ConfigOpt, QuietOpt, SetOpt, app, fail, load_cli_config
+from gptsovits_train.errors import GsvError
+from gptsovits_train.logging_setup import configure_logging
+
+LOG = logging.getLogger(__name__)
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+LANGUAGES = ("zh", "en", "ja", "ko", "yue")
+
+
+@app.command("prepare")
+def prepare_command(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Audio files and folders (recursive; wav, flac, mp3, ogg, opus). May be left out when "
+            "--transcripts lists the audio, or with --sample.",
+            exists=True,
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Dataset folder to write (resumed if it exists).")
+    ] = Path("dataset"),
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    transcripts: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--transcripts",
+            "-t",
+            help="Transcript file: GPT-SoVITS .list (path|speaker|LANG|text) or LJSpeech metadata.csv "
+            "(id|text[|normalized]). Repeatable. Sidecar <name>.txt/.lab files are used automatically.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option("--language", "-l", help="Language of transcripts without one: zh, en, ja, ko, yue."),
+    ] = None,
+    speaker: Annotated[
+        str | None, typer.Option("--speaker", help="Speaker name (default: each file's folder name).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", help="Parallel processes (default: all cores).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Split seed (default prepare.split.seed).")
+    ] = None,
+    val_ratio: Annotated[
+        float | None, typer.Option("--val-ratio", help="Validation fraction in [0, 1) (default 0.1).")
+    ] = None,
+    val_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--val-list",
+            help="File of clip ids or paths that form the validation set.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    slice_only: Annotated[
+        bool,
+        typer.Option(
+            "--slice-only", help="Only slice: write clips and transcripts_template.list, then stop."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Discard an earlier run in --out and start over.")
+    ] = False,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Use the embedded LJSpeech sample (12 clips, English).")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Slice, normalise and resample audio to 32 kHz clips, cache spectrograms, split 9:1, write a report."""
+    configure_logging(quiet=quiet)
+    if workers is not None and workers < 1:
+        raise typer.BadParameter(f"must be at least 1, got {workers}", param_hint="--workers")
+    if val_ratio is not None and not 0.0 <= val_ratio < 1.0:
+        raise typer.BadParameter(f"must be in [0, 1), got {val_ratio}", param_hint="--val-ratio")
+    if language is not None and language not in LANGUAGES:
+        raise typer.BadParameter(
+            f"{language!r} is not one of {', '.join(LANGUAGES)}", param_hint="--language"
+        )
+    sources = list(inputs or [])
+    transcript_files = list(transcripts or [])
+    if sample:
+        if sources or transcript_files:
+            raise typer.BadParameter(
+                "--sample cannot be combined with INPUT or --transcripts", param_hint="--sample"
+            )
+        transcript_files = [SAMPLE_DIR / "metadata.csv"]
+        language = language or "en"
+        speaker = speaker or "ljspeech"
+    elif not sources and not transcript_files:
+        raise typer.BadParameter(
+            "give audio files/folders, --transcripts FILE, or --sample", param_hint="INPUT"
+        )
+    cfg = load_cli_config(config, overrides)
+    split_updates: dict[str, object] = {}
+    if seed is not None:
+        split_updates["seed"] = seed
+    if val_ratio is not None:
+        split_updates["val_ratio"] = val_ratio
+    if split_updates:
+        cfg.prepare.split = cfg.prepare.split.model_copy(update=split_updates)
+
+    from gptsovits_train.data.prepare import prepare
+    from gptsovits_train.data.report import format_summary
+
+    try:
+        report = prepare(
+            sources,
+            out,
+            cfg,
+            transcripts=transcript_files,
+            language=language,
+            speaker=speaker,
+            workers=workers,
+            val_list=val_list,
+            slice_only=slice_only,
+            force=force,
+            progress=not quiet,
+        )
+    except GsvError as exc:
+        raise fail(str(exc)) from None
+    if not quiet:
+        typer.echo(format_summary(report))
+    if slice_only:
+        typer.echo(
+            f"sliced {report.n_clips} clips into {out}/wavs; fill in {out}/transcripts_template.list and run "
+            f"`gsv-train prepare --transcripts {out}/transcripts_template.list --out DATASET`"
+            f" ({len(report.skipped)} skipped, {report.n_warnings} warnings)"
+        )
+    else:
+        m = report.minutes()
+        typer.echo(
+            f"prepared {report.n_clips} clips ({m['train']:.1f} min train, {m['val']:.1f} min val) in {out}; "
+            f"{len(report.skipped)} skipped, {report.n_warnings} warnings (details in {out}/report.json)"
+        )

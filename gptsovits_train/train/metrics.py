@@ -1,0 +1,169 @@
+"""What a run leaves behind besides checkpoints: `metrics.jsonl`, `summary.json` and `curves.png`.
+
+`metrics.jsonl` holds one JSON object per line, each with an `event`:
+
+- `step`: every `train.log_every` optimizer steps — the step's losses (`loss/d`, `loss/g`, `loss/mel`, ...),
+  learning rates and gradient norms;
+- `epoch`: end of every epoch — epoch means of the training losses (`train/mel`, ...), lrs, skipped steps;
+- `val`: every validation — `val/mel`, `val/recon`, `val/kl`, `val/total`, whether it improved, the best so
+  far and the patience left;
+- `nan_skip` / `nan_rollback`: the NaN guard acted;
+- `final`: the validation after the best weights were reloaded at the end of the run.
+
+Every event carries `epoch`, `step` and `time` (seconds since the run started, summed over resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from gptsovits_train.fileio import atomic_path, atomic_write_json, atomic_write_text
+
+LOG = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    """Floats that JSON cannot hold (NaN/Inf) become strings ("nan", "inf"); everything else is kept."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class MetricsLog:
+    """Appends events to `metrics.jsonl` (one line each, flushed at once)."""
+
+    def __init__(self, path: Path | str, *, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def log(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = {"event": event, **_jsonable(fields)}
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return record
+
+    def rewind(self, step: int, epoch: int) -> int:
+        """Drop events logged after a checkpoint (`step` steps into the run, epoch `epoch` finished or
+        interrupted) so that a resumed run does not repeat them. Returns the number of dropped events."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            after = rec.get("step", 0) > step or (
+                rec.get("event") in ("epoch", "val") and rec.get("epoch", 0) > epoch
+            )
+            if after or rec.get("event") == "final":
+                dropped += 1
+            else:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+        return dropped
+
+
+def read_metrics(path: Path | str) -> list[dict[str, Any]]:
+    """All events of a `metrics.jsonl` file."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_summary(path: Path | str, summary: dict[str, Any]) -> Path:
+    return atomic_write_json(path, _jsonable(summary))
+
+
+def _float(v: Any) -> float:
+    """A logged number (NaN/Inf were written as the strings "nan"/"inf", which float() parses back)."""
+    return float(v)
+
+
+def plot_curves(events: list[dict[str, Any]], out_png: Path | str, *, best_epoch: int | None) -> Path | None:
+    """Training and validation mel loss per epoch, the best epoch marked, lr on a second (log) axis.
+
+    Returns the written path, or None when there is nothing to plot yet.
+    """
+    epochs = [e for e in events if e["event"] == "epoch"]
+    vals = [e for e in events if e["event"] == "val"]
+    if not epochs and not vals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    if epochs:
+        ax.plot(
+            [e["epoch"] for e in epochs],
+            [_float(e["train/mel"]) for e in epochs],
+            "-",
+            color="tab:blue",
+            label="train mel L1 (random segments)",
+        )
+    if vals:
+        ax.plot(
+            [e["epoch"] for e in vals],
+            [_float(e["val/mel"]) for e in vals],
+            "o-",
+            color="tab:orange",
+            label="val mel L1 (inference path)",
+        )
+        if "val/recon" in vals[0]:
+            ax.plot(
+                [e["epoch"] for e in vals],
+                [_float(e["val/recon"]) for e in vals],
+                "s--",
+                color="tab:green",
+                alpha=0.7,
+                label="val reconstruction mel L1",
+            )
+    if best_epoch is not None:
+        best = [e for e in vals if e["epoch"] == best_epoch]
+        ax.axvline(best_epoch, color="tab:red", linestyle=":", linewidth=1.2)
+        if best:
+            ax.plot([best_epoch], [_float(best[-1]["val/mel"])], "*", color="tab:red", markersize=14)
+        ax.annotate(
+            f"best: epoch {best_epoch}",
+            xy=(best_epoch, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -14),
+            textcoords="offset points",
+            color="tab:red",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mel L1")
+    ax.grid(alpha=0.3)
+    if epochs and "lr/g" in epochs[0]:
+        ax2 = ax.twinx()
+        ax2.plot(
+            [e["epoch"] for e in epochs],
+            [_float(e["lr/g"]) for e in epochs],
+            "-",
+            color="gray",
+            alpha=0.6,
+            label="lr (G)",
+        )
+        ax2.set_ylabel("learning rate")
+        ax2.set_yscale("log")
+        lines = ax.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right", fontsize=8)
+    else:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
