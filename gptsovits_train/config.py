@@ -245,7 +245,7 @@ class TrainConfig(_Section):
         1800,
         1900,
     ]
-    val_every: int = Field(1, ge=1)  # validate every N epochs (and always after the last epoch)
+    val_every: int = Field(1, ge=1)  # validate after epochs 1, 1+N, 1+2N, ... and the last one
     log_every: int = Field(10, ge=1)  # metrics.jsonl/TensorBoard step events every N steps
     keep_top_k: int = Field(3, ge=0)  # epoch_XXXX.pt files kept besides best.pt and last.pt
     nan_patience: int = Field(3, ge=1)  # non-finite steps in a row before a rollback

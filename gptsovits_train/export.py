@@ -47,6 +47,7 @@ from gptsovits_train.checkpoints.files import (
 from gptsovits_train.checkpoints.inspect import generator_key_report
 from gptsovits_train.checkpoints.official import (
     config_hash,
+    find_training_config,
     model_audio_from_official,
     official_config_from_ours,
     train_section_from_ours,
@@ -57,8 +58,8 @@ from gptsovits_train.checkpoints.version import (
     loader_version,
     version_from_header_and_size,
 )
-from gptsovits_train.config import AudioConfig, Config, ConfigError, ModelConfig, config_from_dict
-from gptsovits_train.errors import CheckpointError, GsvError
+from gptsovits_train.config import AudioConfig, Config, ModelConfig
+from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_write_json, atomic_write_with
 from gptsovits_train.layout import RunLayout
 
@@ -145,35 +146,6 @@ def _resolve_source(source: Path) -> tuple[Path, Path | None]:
     return source, None
 
 
-def _our_config_from_export(config: Mapping[str, Any] | None, path: Path) -> Config | None:
-    """Our `Config` stored in a previous gsv-train export (``config.gsv_train.config``), if any."""
-    if not isinstance(config, Mapping):
-        return None
-    section = config.get("gsv_train")
-    if not isinstance(section, Mapping) or not isinstance(section.get("config"), Mapping):
-        return None
-    try:
-        return config_from_dict(dict(section["config"]), origin=f"{path} [config.gsv_train]")
-    except ConfigError as exc:
-        raise CheckpointError(
-            f"{path}: the gsv-train config stored in the export is invalid: {exc}"
-        ) from None
-
-
-def _official_training_config(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
-    """The ``config.json`` official training writes to ``logs/<exp>/`` (G_*.pth live one level below)."""
-    for candidate in (path.parent / "config.json", path.parent.parent / "config.json"):
-        if candidate.is_file():
-            try:
-                loaded = json.loads(candidate.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise CheckpointError(f"{candidate}: not valid JSON ({exc})") from None
-            if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
-                return loaded, candidate
-            LOG.warning("%s has no 'model' section; ignored", candidate)
-    return None, None
-
-
 def _default_name(wf: WeightsFile, run_root: Path | None, config: Mapping[str, Any] | None) -> str:
     if run_root is not None:
         return run_root.name
@@ -204,7 +176,7 @@ def _plan(source: Path, name: str | None) -> _Plan:
         best = wf.run.best
         config_source = "run checkpoint config"
     else:
-        ours = _our_config_from_export(wf.config, checkpoint)
+        ours = wf.our_config
         config_source = "gsv-train config stored in the export" if ours is not None else ""
 
     if ours is not None:
@@ -213,7 +185,7 @@ def _plan(source: Path, name: str | None) -> _Plan:
     else:
         official = wf.config
         if official is None and wf.kind == "official-training":
-            official, found = _official_training_config(checkpoint)
+            official, found = find_training_config(checkpoint)
             if found is not None:
                 config_source = f"official training config {found}"
         model, audio, how = model_audio_from_official(official, wf.state)
@@ -357,10 +329,13 @@ def export_best(
         base = RunLayout(plan.run_root).exports_dir if plan.run_root is not None else plan.checkpoint.parent
         target = base / filename
     else:
-        out = Path(out)
-        target = out / filename if out.is_dir() else out
+        is_folder = Path(out).is_dir() or str(out).endswith(("/", os.sep))
+        target = Path(out) / filename if is_folder else Path(out)
     if target.suffix != _SUFFIX[fmt]:
-        raise GsvError(f"output {target} must end in {_SUFFIX[fmt]} for --format {fmt}")
+        raise GsvError(
+            f"output {target} must end in {_SUFFIX[fmt]} for --format {fmt} (or name a folder: an existing "
+            "one, or end the path with '/')"
+        )
     if target.exists() and target.resolve() == plan.checkpoint.resolve():
         raise GsvError(f"output {target} is the source checkpoint itself; choose another --out")
     manifest_target = manifest_path_for(target)
@@ -371,6 +346,7 @@ def export_best(
 
     weight = export_weights(plan.weights.state)
     dropped = len(plan.weights.state) - len(weight)
+    # the export must fit the model its own config describes (official: SynthesizerTrn(**hps.model))
     report = generator_key_report(plan.model, plan.audio, weight, exported=True)
     report.raise_if_bad(f"{plan.checkpoint}: weights for SoVITS {plan.model.version}")
 

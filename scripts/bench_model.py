@@ -78,7 +78,9 @@ def load_batch(audio: AudioConfig, device: torch.device) -> dict[str, torch.Tens
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", default="v2", choices=["v1", "v2"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="fp16 autocast + GradScaler (CUDA only)")
@@ -94,8 +96,12 @@ def main() -> None:
     torch.manual_seed(1234)
     net_g = build_generator(args.version, random_codebook=True, seed=1234).to(device).train()
     net_d = build_discriminator(args.version).to(device).train()
+    groups = net_g.parameter_groups()  # official groups: text parts at lr * 0.4
     opt_g = torch.optim.AdamW(
-        [p for p in net_g.parameters() if p.requires_grad], 1e-4, betas=(0.8, 0.99), eps=1e-9
+        [{"params": ps, "lr": 1e-4 if name == "base" else 1e-4 * 0.4} for name, ps in groups.items()],
+        1e-4,
+        betas=(0.8, 0.99),
+        eps=1e-9,
     )
     opt_d = torch.optim.AdamW(net_d.parameters(), 1e-4, betas=(0.8, 0.99), eps=1e-9)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -113,19 +119,24 @@ def main() -> None:
     def g_forward_mel_kl() -> float:
         """G forward + backward on 45*mel + kl only (the official 'G fwd+bwd' measurement)."""
         with autocast():
-            out = net_g(batch["ssl"], batch["spec"], batch["spec_lengths"], batch["text"], batch["text_lengths"])
+            out = net_g(
+                batch["ssl"], batch["spec"], batch["spec_lengths"], batch["text"], batch["text_lengths"]
+            )
             y_mel = slice_segments(spec_to_mel(batch["spec"], audio), out.ids_slice, seg)
             y_hat_mel = mel_spectrogram(out.y_hat.squeeze(1).float(), audio)
-        loss = 45 * mel_l1_loss(y_mel, y_hat_mel)[0] + kl_loss(
-            out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask
-        )[0]
+        loss = (
+            45 * mel_l1_loss(y_mel, y_hat_mel)[0]
+            + kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)[0]
+        )
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        return float(loss)
+        return float(loss.detach())
 
     def full_step() -> dict[str, float]:
         with autocast():
-            out = net_g(batch["ssl"], batch["spec"], batch["spec_lengths"], batch["text"], batch["text_lengths"])
+            out = net_g(
+                batch["ssl"], batch["spec"], batch["spec_lengths"], batch["text"], batch["text_lengths"]
+            )
             y_mel = slice_segments(spec_to_mel(batch["spec"], audio), out.ids_slice, seg)
             y_hat_mel = mel_spectrogram(out.y_hat.squeeze(1).float(), audio)
             y = slice_segments(batch["wav"], out.ids_slice * hop, seg * hop)
@@ -147,14 +158,9 @@ def main() -> None:
         scaler.unscale_(opt_g)
         scaler.step(opt_g)
         scaler.update()
-        return {
-            "disc": float(loss_disc),
-            "gen": float(loss_gen),
-            "fm": float(loss_fm),
-            "mel(x45)": 45 * float(loss_mel),
-            "kl": float(loss_kl),
-            "kl_ssl": float(out.kl_ssl),
-        }
+        values = {"disc": loss_disc, "gen": loss_gen, "fm": loss_fm, "mel(x45)": 45 * loss_mel, "kl": loss_kl}
+        values["kl_ssl"] = out.kl_ssl
+        return {k: round(float(v.detach()), 4) for k, v in values.items()}
 
     def timed(fn: Callable[[], object]) -> tuple[float, object]:
         sync()
@@ -180,7 +186,10 @@ def main() -> None:
         label += f" ({threads} threads)"
     print(f"SoVITS {args.version} training step, batch 2 x ~3 s (152 frames, segment 20480), {label}")
     print(f"torch {torch.__version__}; {args.warmup} warm-up step(s) excluded; {args.runs} timed runs each\n")
-    print(f"| {'measurement':<20} | {'ours median':>11} | {'ours min-max':>13} | official (CPU, 2 cores, fp32) |")
+    print(
+        f"| {'measurement':<20} | {'ours median':>11} | {'ours min-max':>13} "
+        "| official (CPU, 2 cores, fp32) |"
+    )
     print(f"|{'-' * 22}|{'-' * 13}|{'-' * 15}|{'-' * 31}|")
     for name, times in (("G fwd+bwd (mel+KL)", g_times), ("full step (D+G)", full_times)):
         med = statistics.median(times)

@@ -70,11 +70,10 @@ class ImportSpy(importlib.abc.MetaPathFinder):
         self.names = set(names)
         self.attempts: list[str] = []
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 - importlib protocol
+    def find_spec(self, fullname, path=None, target=None):
         if fullname.split(".")[0] in self.names:
             self.attempts.append(fullname)
             raise ImportError(f"import of {fullname} blocked by test")
-        return None
 
     def __enter__(self) -> ImportSpy:
         sys.meta_path.insert(0, self)
@@ -89,7 +88,12 @@ def read_manifest(reference_dir: Path, version: str, part: str = "G") -> dict[st
 
 
 def manifest_state(
-    reference_dir: Path, version: str = "v2", *, part: str = "G", seed: int = 0, dtype: torch.dtype | None = None
+    reference_dir: Path,
+    version: str = "v2",
+    *,
+    part: str = "G",
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
 ) -> OrderedDict[str, torch.Tensor]:
     """Random tensors with the manifest's keys (official order), shapes and dtypes (or `dtype`)."""
     manifest = read_manifest(reference_dir, version, part)
@@ -122,9 +126,11 @@ def official_export_bytes(
     """Bytes of an official export: config pickled as ``utils.HParams``; ``05``/``06`` header for Pro."""
     with fake_official_utils() as HParams:
         payload = OrderedDict(
-            [("weight", {k: v.half() for k, v in weight.items() if "enc_q" not in k}),
-             ("config", HParams(**config)),
-             ("info", info)]
+            [
+                ("weight", {k: v.half() for k, v in weight.items() if "enc_q" not in k}),
+                ("config", HParams(**config)),
+                ("info", info),
+            ]
         )
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -133,15 +139,21 @@ def official_export_bytes(
     return header + data[2:] if header else data
 
 
-def write_official_export(path: Path, weight: Mapping[str, torch.Tensor], config: dict[str, Any],
-                          info: str = "8epoch_100iteration", version: str = "v2") -> Path:
+def write_official_export(
+    path: Path,
+    weight: Mapping[str, torch.Tensor],
+    config: dict[str, Any],
+    info: str = "8epoch_100iteration",
+    version: str = "v2",
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(official_export_bytes(weight, config, info, version))
     return path
 
 
-def write_training_checkpoint(path: Path, model_state: Mapping[str, torch.Tensor], iteration: int,
-                              learning_rate: float = 1e-4) -> Path:
+def write_training_checkpoint(
+    path: Path, model_state: Mapping[str, torch.Tensor], iteration: int, learning_rate: float = 1e-4
+) -> Path:
     """``utils.save_checkpoint``: {"model", "iteration", "optimizer", "learning_rate"} (plain torch.save)."""
     params = [torch.nn.Parameter(torch.zeros(3))]
     optim = torch.optim.AdamW(params, lr=learning_rate, betas=(0.8, 0.99), eps=1e-9)
@@ -149,8 +161,12 @@ def write_training_checkpoint(path: Path, model_state: Mapping[str, torch.Tensor
     optim.step()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"model": dict(model_state), "iteration": iteration, "optimizer": optim.state_dict(),
-         "learning_rate": learning_rate},
+        {
+            "model": dict(model_state),
+            "iteration": iteration,
+            "optimizer": optim.state_dict(),
+            "learning_rate": learning_rate,
+        },
         path,
     )
     return path

@@ -157,7 +157,10 @@ def test_official_training_checkpoints(tmp_path):
     latest = write_training_checkpoint(tmp_path / "G_233333333333.pth", state, 3)
     assert read_weights(latest).step is None  # the "save latest" name carries no step
 
-    d_state = {"discriminators.0.convs.0.weight_g": torch.ones(16, 1, 1), "discriminators.1.conv_post.bias": torch.ones(1)}
+    d_state = {
+        "discriminators.0.convs.0.weight_g": torch.ones(16, 1, 1),
+        "discriminators.1.conv_post.bias": torch.ones(1),
+    }
     d_path = write_training_checkpoint(tmp_path / "D_1234.pth", d_state, 7)
     wf_d = read_weights(d_path)
     assert (wf_d.kind, wf_d.role) == ("official-training", "discriminator")
@@ -281,8 +284,10 @@ def test_loader_refinement_and_shape_inference(reference_dir):
     assert loader_version(version_from_header_and_size(b"PK", 84_998_826), v1_like) == "v1"
     assert loader_version(version_from_header_and_size(b"05", 10), v2_like) == "v2Pro"
     for version in ("v1", "v2", "v2Pro", "v2ProPlus"):
-        shapes = {k: torch.empty(0).new_empty(v["shape"], device="meta")
-                  for k, v in read_manifest(reference_dir, version)["state_dict"].items()}
+        shapes = {
+            k: torch.empty(0).new_empty(v["shape"], device="meta")
+            for k, v in read_manifest(reference_dir, version)["state_dict"].items()
+        }
         assert infer_version_from_weights(shapes) == version
 
 
@@ -306,7 +311,11 @@ def test_compare_reports_every_kind_of_difference():
     assert report.unexpected == ["extra.weight"]
     assert report.mismatched == [("enc_p.weight", (4, 3), (4, 5))]
     assert not report.ok
-    for part in ("1 missing [enc_q.bias]", "1 unexpected [extra.weight]", "enc_p.weight: model (4, 3) vs file (4, 5)"):
+    for part in (
+        "1 missing [enc_q.bias]",
+        "1 unexpected [extra.weight]",
+        "enc_p.weight: model (4, 3) vs file (4, 5)",
+    ):
         assert part in report.summary()
     with pytest.raises(CheckpointError, match="does not match"):
         load_state_dict_strict(model, state)
@@ -397,8 +406,25 @@ def test_wrong_content_errors(tmp_path):
 
 
 def test_load_bytes_matches_file_loading(reference_dir):
-    data = official_export_bytes(small_generator_state(), official_config(reference_dir, "v2Pro"), "1epoch_2iteration", "v2Pro")
+    data = official_export_bytes(
+        small_generator_state(), official_config(reference_dir, "v2Pro"), "1epoch_2iteration", "v2Pro"
+    )
     assert data[:2] == b"05"
     loaded = load_bytes(data)
     assert loaded["info"] == "1epoch_2iteration" and isinstance(loaded["config"], OfficialHParams)
     assert loaded["config"].model.version == "v2Pro"
+
+
+def test_safetensors_files(tmp_path):
+    from safetensors.torch import save
+
+    good = save({"enc_p.text_embedding.weight": torch.zeros(732, 4)}, metadata={"info": "2epoch_5iteration"})
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(good)
+    wf = read_weights(path)  # a foreign safetensors state dict is readable, but is not our export
+    assert (wf.kind, wf.role, wf.epoch, wf.step) == ("state-dict", "generator", 2, 5)
+    for name, data in (("truncated", good[:-20]), ("bad-header", good[:8] + b"{" + b"x" * (len(good) - 9))):
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError, match="corrupt safetensors file"):
+            read_weights(path)

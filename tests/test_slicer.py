@@ -1,7 +1,8 @@
-"""Silence slicer: parity with the official chunk boundaries, and our own rules (max length, trim, short input)."""
+"""Silence slicer: official chunk boundaries, and our own rules (max length, trim, short input)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from gptsovits_train.audio.slicer import (
     is_silent,
     silence_tags,
     slice_bounds,
+    span_is_silent,
     split_long,
     trim_edges,
 )
@@ -40,7 +42,9 @@ def fixture_audio(reference_dir: Path) -> tuple[np.ndarray, dict]:
 def test_official_chunk_boundaries(fixture_audio, params_key, chunks_key):
     audio, meta = fixture_audio
     c = meta[params_key]
-    p = SlicerParams.from_ms(SR, c["threshold"], c["min_length"], c["min_interval"], c["hop_size"], c["max_sil_kept"])
+    p = SlicerParams.from_ms(
+        SR, c["threshold"], c["min_length"], c["min_interval"], c["hop_size"], c["max_sil_kept"]
+    )
     expected = [(s, e) for s, e, _ in meta[chunks_key]]
     assert slice_bounds(audio, p) == expected
 
@@ -145,7 +149,7 @@ def test_lj_speech_joined_with_silence_is_cut_in_the_gaps(lj_mini_dir):
     edges = np.cumsum([0, len(clips[0]), len(gap), len(clips[1]), len(gap), len(clips[2])])
     for k in range(2):
         gap_start, gap_end = edges[2 * k + 1], edges[2 * k + 2]
-        cuts = [(a[1], b[0]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        cuts = [(a[1], b[0]) for a, b in itertools.pairwise(bounds)]
         assert any(gap_start <= end <= gap_end and gap_start <= start <= gap_end for end, start in cuts)
     assert bounds[0][0] == 0 and bounds[-1][1] == len(x)
     for (s, e), clip in zip(bounds, clips, strict=True):
@@ -153,7 +157,7 @@ def test_lj_speech_joined_with_silence_is_cut_in_the_gaps(lj_mini_dir):
 
 
 def test_short_input_official_quirk_returns_whole_chunk():
-    """The official slicer returns a bare waveform for len(samples) <= min_length (frames!); we return a chunk."""
+    """Official: a bare waveform for len(samples) <= min_length (in frames!); here: one whole chunk."""
     p = SlicerParams.from_config(SlicerConfig(), SR)  # min_length = 400 frames
     x = np.full(p.min_length, 0.3, dtype=np.float32)  # 400 samples
     assert slice_bounds(x, p) == [(0, p.min_length)]
@@ -182,7 +186,7 @@ def test_split_long_invariants(seconds, max_s):
     x = (0.3 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
     pieces = split_long(x, 0, len(x), int(max_s * SR), p)
     assert pieces[0][0] == 0 and pieces[-1][1] == len(x)
-    assert all(a[1] == b[0] for a, b in zip(pieces[:-1], pieces[1:], strict=True))  # contiguous
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))  # contiguous
     assert all(e - s <= max_s * SR for s, e in pieces)
     assert len(pieces) >= int(np.ceil(seconds / max_s))
     if seconds <= 2 * max_s:  # one cut is enough when both halves can be <= max
@@ -204,3 +208,14 @@ def test_trim_edges_keeps_up_to_max_sil_kept():
     assert trim_edges(np.zeros(SR, np.float32), p) is None
     assert is_silent(np.full(SR, 1e-4, np.float32), p)
     assert not is_silent(speech, p)
+
+
+def test_span_is_silent_uses_frames_centred_in_the_span():
+    p = SlicerParams.from_config(SlicerConfig(), SR)
+    x = np.zeros(3 * SR, np.float32)
+    x[SR : 2 * SR] = 0.3
+    rms = frame_rms(x, p.win, p.hop)
+    assert span_is_silent(rms, 0, SR // 2, p)
+    assert not span_is_silent(rms, SR // 2, SR + SR // 2, p)
+    assert span_is_silent(rms, 2 * SR + p.win, 3 * SR, p)
+    assert span_is_silent(rms, 100, 100, p)  # empty span

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from gptsovits_train.audio.spectrogram import mel_filterbank, mel_spectrogram, n_frames, spec_to_mel, spectrogram
+from gptsovits_train.audio.spectrogram import (
+    mel_filterbank,
+    mel_spectrogram,
+    n_frames,
+    spec_to_mel,
+    spectrogram,
+)
 from gptsovits_train.config import AudioConfig
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_stratified_by_duration(n, ratio):
     order = sorted(items, key=lambda it: (it.n_samples, it.id))
     k = n_val_clips(n, ratio)
     bounds = [(j * n) // k for j in range(k + 1)]
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         assert sum(split[it.id] == "val" for it in order[lo:hi]) == 1
 
 
@@ -100,7 +101,9 @@ def test_duplicate_ids_rejected():
 
 def test_val_list_file_and_resolution(tmp_path):
     f = tmp_path / "val.txt"
-    f.write_text("# comment\nclip1\nwavs/clip2.wav\n/data/src/long.wav|spk|EN|text\nnope\n\n", encoding="utf-8")
+    f.write_text(
+        "# comment\nclip1\nwavs/clip2.wav\n/data/src/long.wav|spk|EN|text\nnope\n\n", encoding="utf-8"
+    )
     entries = read_val_list(f)
     assert entries == ["clip1", "wavs/clip2.wav", "/data/src/long.wav", "nope"]
     keys = {

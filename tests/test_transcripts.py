@@ -24,9 +24,25 @@ def wav_dir(tmp_path: Path, sample_dir: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("tag", "code"),
-    [("ZH", "zh"), ("zh", "zh"), ("JP", "ja"), ("jp", "ja"), ("JA", "ja"), ("ja", "ja"), ("EN", "en"),
-     ("en", "en"), ("En", "en"), ("KO", "ko"), ("Ko", "ko"), ("ko", "ko"), ("yue", "yue"), ("YUE", "yue"),
-     ("Yue", "yue"), ("FR", None), ("auto", None)],
+    [
+        ("ZH", "zh"),
+        ("zh", "zh"),
+        ("JP", "ja"),
+        ("jp", "ja"),
+        ("JA", "ja"),
+        ("ja", "ja"),
+        ("EN", "en"),
+        ("en", "en"),
+        ("En", "en"),
+        ("KO", "ko"),
+        ("Ko", "ko"),
+        ("ko", "ko"),
+        ("yue", "yue"),
+        ("YUE", "yue"),
+        ("Yue", "yue"),
+        ("FR", None),
+        ("auto", None),
+    ],
 )
 def test_official_language_tags(tag, code):
     assert map_language(tag) == code
@@ -60,7 +76,9 @@ def test_list_format(tmp_path, wav_dir):
 
 def test_ljspeech_two_and_three_fields(tmp_path):
     meta = tmp_path / "metadata.csv"
-    meta.write_text("a|Dr. Smith paid $5|Doctor Smith paid five dollars\nb|plain text\nc||\n", encoding="utf-8")
+    meta.write_text(
+        "a|Dr. Smith paid $5|Doctor Smith paid five dollars\nb|plain text\nc||\n", encoding="utf-8"
+    )
     ts = read_transcript_file(meta)
     assert [(e.key, e.text) for e in ts.entries] == [
         ("a", "Doctor Smith paid five dollars"),  # normalized column preferred

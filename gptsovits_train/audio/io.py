@@ -136,9 +136,13 @@ def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """float in [-1, 1] -> int16 as the official pipeline writes it (`x * 32767`, truncated, clipped)."""
-    scaled = np.clip(samples.astype(np.float32, copy=False) * 32767.0, -32768.0, 32767.0)
+def to_pcm16(samples: np.ndarray, full_scale: float = 32767.0) -> np.ndarray:
+    """float in [-1, 1] -> int16 as the official pipeline writes it: `x * full_scale`, truncated toward
+    zero (numpy `astype`), clipped to the int16 range.
+
+    The official slicer scales by 32767, the training copy (`5-wav32k`) by 32768.
+    """
+    scaled = np.clip(samples.astype(np.float32, copy=False) * np.float32(full_scale), -32768.0, 32767.0)
     return scaled.astype(np.int16)
 
 

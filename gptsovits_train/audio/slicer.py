@@ -171,11 +171,14 @@ def silence_tags(rms: np.ndarray, p: SlicerParams) -> list[tuple[int, int]]:
     return tags
 
 
-def slice_bounds(samples: np.ndarray, p: SlicerParams) -> list[tuple[int, int]]:
+def slice_bounds(
+    samples: np.ndarray, p: SlicerParams, rms: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """Chunk boundaries `(start, end)` in samples (end exclusive) of the official silence slicer.
 
     Args:
         samples: (L,) float mono waveform at `p.sample_rate`.
+        rms: its `frame_rms(samples, p.win, p.hop)` when already computed.
     """
     n_samples = int(samples.shape[0])
     if n_samples == 0:
@@ -183,7 +186,8 @@ def slice_bounds(samples: np.ndarray, p: SlicerParams) -> list[tuple[int, int]]:
     if n_samples <= p.min_length:
         # Official shortcut (samples compared with frames); it returns a bare waveform there.
         return [(0, n_samples)]
-    rms = frame_rms(samples, p.win, p.hop)
+    if rms is None:
+        rms = frame_rms(samples, p.win, p.hop)
     total = rms.shape[0]
     tags = silence_tags(rms, p)
     frames: list[tuple[int, int]] = []
@@ -228,17 +232,18 @@ def split_long(
     return split_long(samples, start, cut, max_samples, p) + split_long(samples, cut, end, max_samples, p)
 
 
-def trim_edges(samples: np.ndarray, p: SlicerParams) -> tuple[int, int] | None:
+def trim_edges(samples: np.ndarray, p: SlicerParams, rms: np.ndarray | None = None) -> tuple[int, int] | None:
     """Leading/trailing silence trim with the slicer's own rules; None when nothing is above threshold.
 
     Leading silence longer than `max_sil_kept` frames is cut at the quietest of its last
     `max_sil_kept` frames; trailing silence of at least `min_interval` frames is cut at the quietest of
-    its first `max_sil_kept` frames. Returns (start, end) in samples.
+    its first `max_sil_kept` frames. Returns (start, end) in samples. `rms`: see `slice_bounds`.
     """
     n_samples = int(samples.shape[0])
     if n_samples == 0:
         return None
-    rms = frame_rms(samples, p.win, p.hop)
+    if rms is None:
+        rms = frame_rms(samples, p.win, p.hop)
     loud = np.flatnonzero(rms >= p.threshold)
     if loud.size == 0:
         return None
@@ -258,3 +263,14 @@ def is_silent(samples: np.ndarray, p: SlicerParams) -> bool:
     if samples.shape[0] == 0:
         return True
     return bool(frame_rms(samples, p.win, p.hop).max() < p.threshold)
+
+
+def span_is_silent(rms: np.ndarray, start: int, end: int, p: SlicerParams) -> bool:
+    """True when no frame centred inside samples [start, end) reaches the threshold.
+
+    Args:
+        rms: `frame_rms` of the whole signal (frame i is centred on sample i * hop).
+    """
+    lo = -(-start // p.hop)
+    hi = -(-end // p.hop)
+    return hi <= lo or bool(rms[lo:hi].max() < p.threshold)

@@ -176,6 +176,21 @@ def _run_checkpoint(path: Path, obj: dict[str, Any]) -> RunCheckpoint:
     )
 
 
+def embedded_our_config(config: Mapping[str, Any] | None, name: str) -> Config | None:
+    """Our `Config` stored by gsv-train in an export's config (``config["gsv_train"]["config"]``), if any."""
+    if not isinstance(config, Mapping):
+        return None
+    section = config.get("gsv_train")
+    if not isinstance(section, Mapping) or not isinstance(section.get("config"), Mapping):
+        return None
+    try:
+        return config_from_dict(dict(section["config"]), origin=f"{name} [config.gsv_train]")
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"{name}: the gsv-train config stored in the export is invalid: {exc}"
+        ) from None
+
+
 def _read_safetensors(path: Path, kind: FileKind) -> WeightsFile:
     from safetensors import SafetensorError, safe_open
 
@@ -205,6 +220,7 @@ def _read_safetensors(path: Path, kind: FileKind) -> WeightsFile:
         state=state,
         file=kind,
         config=config,
+        our_config=embedded_our_config(config, str(path)),
         info=info,
         epoch=epoch,
         step=step,
@@ -281,6 +297,7 @@ def read_weights(path: Path | str) -> WeightsFile:
             state=state,
             file=kind,
             config=config,
+            our_config=embedded_our_config(config, name),
             info=info,
             epoch=epoch,
             step=step,

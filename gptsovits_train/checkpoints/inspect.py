@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from gptsovits_train.checkpoints.files import WeightsFile, read_weights
-from gptsovits_train.checkpoints.official import model_audio_from_official
+from gptsovits_train.checkpoints.official import find_training_config, model_audio_from_official
 from gptsovits_train.checkpoints.state_dict import (
     EXPORT_DROPPED_PATTERNS,
     KeyReport,
@@ -31,24 +32,58 @@ _EXPORT_KINDS = ("official-export", "safetensors-export")
 def build_generator_for(
     model: ModelConfig, audio: AudioConfig, device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Our generator for these sections (``device="meta"`` builds shapes only, no memory)."""
+    """Our generator for these sections (``device="meta"``: shapes only).
+
+    An invalid structure raises `CheckpointError` naming the config key.
+    """
+    from gptsovits_train.config import ConfigError
     from gptsovits_train.models import build_generator_from_config
 
-    with torch.device(device):
-        return build_generator_from_config(model, audio)
+    try:
+        with torch.device(device):
+            return build_generator_from_config(model, audio)
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"cannot build a {model.version} generator from the file's config: {exc}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _generator_shapes(model_json: str, audio_json: str) -> dict[str, tuple[int, ...]]:
+    model = ModelConfig.model_validate_json(model_json)
+    audio = AudioConfig.model_validate_json(audio_json)
+    generator = build_generator_for(model, audio, "meta")
+    return {k: tuple(v.shape) for k, v in generator.state_dict().items()}
+
+
+def expected_generator_shapes(model: ModelConfig, audio: AudioConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of our generator for these sections (built once per config on the meta device)."""
+    return dict(_generator_shapes(model.model_dump_json(), audio.model_dump_json()))
 
 
 def generator_key_report(
     model: ModelConfig, audio: AudioConfig, weight: Mapping[str, Any], *, exported: bool
 ) -> KeyReport:
-    """Compare `weight` with our generator's keys and shapes (built on the meta device).
+    """Compare `weight` with our generator's keys and shapes, without building it in memory.
 
     `exported`: the official export rule applies, so keys containing ``enc_q`` may be absent.
     """
-    generator = build_generator_for(model, audio, "meta")
-    return compare_state_dicts(
-        generator.state_dict(), weight, allow_missing=EXPORT_DROPPED_PATTERNS if exported else ()
-    )
+    allow = EXPORT_DROPPED_PATTERNS if exported else ()
+    return compare_state_dicts(expected_generator_shapes(model, audio), weight, allow_missing=allow)
+
+
+def load_into_generator(
+    model: ModelConfig, audio: AudioConfig, weight: Mapping[str, torch.Tensor], *, exported: bool, what: str
+) -> tuple[nn.Module, KeyReport]:
+    """Build our generator from the sections and load `weight` into it strictly (CPU).
+
+    `exported`: the official export rule applies, so keys containing ``enc_q`` may be absent (they keep
+    the random init). Raises `CheckpointError` with the key report on any other difference.
+    """
+    generator = build_generator_for(model, audio, "cpu")
+    allow = EXPORT_DROPPED_PATTERNS if exported else ()
+    report = load_state_dict_strict(generator, weight, allow_missing=allow, what=what)
+    return generator, report
 
 
 @dataclass
@@ -129,7 +164,11 @@ class InspectReport:
 def _model_sections(wf: WeightsFile) -> tuple[ModelConfig, AudioConfig, str]:
     if wf.our_config is not None:
         return wf.our_config.model, wf.our_config.audio, "gsv-train config in the checkpoint"
-    return model_audio_from_official(wf.config, wf.state)
+    config, found = wf.config, None
+    if config is None and wf.kind == "official-training":
+        config, found = find_training_config(wf.path)
+    model, audio, how = model_audio_from_official(config, wf.state)
+    return model, audio, f"official training config {found}" if found is not None else how
 
 
 def inspect_weights(path: Path | str, *, load: bool = True) -> InspectReport:
@@ -166,13 +205,10 @@ def inspect_weights(path: Path | str, *, load: bool = True) -> InspectReport:
             allow = EXPORT_DROPPED_PATTERNS if exported else ()
             model = build_generator_for(model_cfg, audio_cfg, "cpu" if load else "meta")
         else:
-            from gptsovits_train.models import build_discriminator
-
             version = _discriminator_version(wf.state)
             config_source = "discriminator periods from the weights"
             allow = ()
-            with torch.device("cpu" if load else "meta"):
-                model = build_discriminator(version=version)
+            model = _build_discriminator(version, "cpu" if load else "meta")
         param_names = {n for n, _ in model.named_parameters()}
         n_parameters = sum(int(t.numel()) for k, t in wf.state.items() if k in param_names)
         n_buffers = sum(int(t.numel()) for k, t in wf.state.items() if k not in param_names)
@@ -205,6 +241,13 @@ def inspect_weights(path: Path | str, *, load: bool = True) -> InspectReport:
         load_error=load_error,
         extra=wf.extra,
     )
+
+
+def _build_discriminator(version: str, device: str) -> nn.Module:
+    from gptsovits_train.models import build_discriminator
+
+    with torch.device(device):
+        return build_discriminator(version=version)
 
 
 def _discriminator_version(state: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -63,29 +64,20 @@ OFFICIAL_DATA_KEYS: tuple[str, ...] = (
 #: Config fields the official inference loaders read (besides the whole model section).
 LOADER_DATA_KEYS = ("filter_length", "hop_length", "win_length", "sampling_rate", "n_speakers")
 
-#: Per-version differences from the v2 defaults of our `ModelConfig` (official s2v2Pro/s2v2ProPlus.json).
-VERSION_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
-    "v1": {},
-    "v2": {},
-    "v2Pro": {"p_dropout": 0.0, "gin_channels": 1024},
-    "v2ProPlus": {
-        "p_dropout": 0.0,
-        "gin_channels": 1024,
-        "upsample_initial_channel": 768,
-        "upsample_kernel_sizes": [20, 16, 8, 2, 2],
-    },
-}
-SUPPORTED_VERSIONS = tuple(VERSION_MODEL_OVERRIDES)
+#: SoVITS versions whose generator we build (v3/v4 are a different model).
+SUPPORTED_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
 
 
 def official_model_defaults(version: str) -> ModelConfig:
     """Our `ModelConfig` holding the official s2 configuration of `version` (v1, v2, v2Pro, v2ProPlus)."""
-    if version not in VERSION_MODEL_OVERRIDES:
+    if version not in SUPPORTED_VERSIONS:
         raise CheckpointError(
             f"SoVITS {version} is not supported (supported: {', '.join(SUPPORTED_VERSIONS)}); "
             "v3/v4 use a different model"
         )
-    return ModelConfig(version=version, **VERSION_MODEL_OVERRIDES[version])
+    from gptsovits_train.models import official_model_config
+
+    return official_model_config(version)
 
 
 def official_config_from_ours(
@@ -202,3 +194,18 @@ def model_audio_from_official(
 def config_hash(config: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON form of an export config."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def find_training_config(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The ``config.json`` official training writes to ``logs/<exp>/`` (``G_*.pth`` live one level below,
+    in ``logs_s2_<ver>/``): (config, its path), or (None, None) when there is none."""
+    for candidate in (path.parent / "config.json", path.parent.parent / "config.json"):
+        if candidate.is_file():
+            try:
+                loaded = json.loads(candidate.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"{candidate}: not valid JSON ({exc})") from None
+            if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
+                return loaded, candidate
+            LOG.warning("%s has no 'model' section; ignored", candidate)
+    return None, None

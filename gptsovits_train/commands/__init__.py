@@ -1,4 +1,5 @@
 """`gsv-train` commands, one module each; importing a module registers its command on `cli.app`."""
 
-import gptsovits_train.commands.export  # noqa: F401
+import gptsovits_train.commands.download
+import gptsovits_train.commands.export
 import gptsovits_train.commands.prepare  # noqa: F401

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -40,10 +40,10 @@ def export_best_command(
     configure_logging(quiet=quiet)
     if fmt not in ("pth", "safetensors"):
         raise typer.BadParameter(f"'{fmt}' is not one of pth, safetensors", param_hint="--format")
-    from gptsovits_train.export import export_best
+    from gptsovits_train.export import ExportFormat, export_best
 
     try:
-        result = export_best(source, out=out, name=name, fmt=fmt, force=force)  # type: ignore[arg-type]
+        result = export_best(source, out=out, name=name, fmt=cast(ExportFormat, fmt), force=force)
     except GsvError as exc:
         raise fail(str(exc)) from None
     typer.echo(f"wrote {result.path}")
@@ -69,7 +69,10 @@ def inspect_command(
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Print the version (official rules), keys, dtypes, info, parameter count and strict loadability."""
+    """Print the version (official rules), keys, dtypes, info, parameter count and strict loadability.
+
+    Exits with 1 when the file does not load strictly into our model (exports may lack enc_q).
+    """
     configure_logging(quiet=quiet)
     from gptsovits_train.checkpoints.inspect import inspect_weights
 

@@ -20,6 +20,7 @@ LANGUAGES = ("zh", "en", "ja", "ko", "yue")
 
 @app.command("prepare")
 def prepare_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (resumed if it exists).")],
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(
@@ -29,9 +30,6 @@ def prepare_command(
             show_default=False,
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Dataset folder to write (resumed if it exists).")
-    ] = Path("dataset"),
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     transcripts: Annotated[

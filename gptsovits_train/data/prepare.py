@@ -42,7 +42,14 @@ import numpy as np
 
 from gptsovits_train.audio.io import AudioLoadError, load_audio, resample, to_pcm16, wav_bytes_pcm16
 from gptsovits_train.audio.loudness import peak, peak_mix
-from gptsovits_train.audio.slicer import SlicerParams, is_silent, slice_bounds, split_long, trim_edges
+from gptsovits_train.audio.slicer import (
+    SlicerParams,
+    frame_rms,
+    slice_bounds,
+    span_is_silent,
+    split_long,
+    trim_edges,
+)
 from gptsovits_train.config import AudioConfig, Config, PrepareConfig
 from gptsovits_train.data.manifest import Clip, write_manifest
 from gptsovits_train.data.report import PrepareReport, write_report_json, write_report_png
@@ -148,21 +155,22 @@ def process_source(job: SourceJob) -> SourceOutcome:
     out.warnings.extend(WarningItem(name, w) for w in loaded.warnings)
     wave = resample(loaded.samples, loaded.sample_rate, sr)
     params = SlicerParams.from_config(pcfg.slicer, sr)
+    rms = frame_rms(wave, params.win, params.hop)
     source_peak = peak(wave)
     if source_peak > pcfg.max_source_peak:
         out.skipped.append(
             Skipped(name, f"peak {source_peak:.2f} exceeds prepare.max_source_peak {pcfg.max_source_peak}")
         )
         return out
-    if source_peak == 0.0 or is_silent(wave, params):
+    if source_peak == 0.0 or rms.max() < params.threshold:
         out.skipped.append(Skipped(name, f"pure silence (nothing above {pcfg.slicer.threshold_db:g} dB)"))
         return out
 
     max_samples = round(pcfg.slicer.max_clip_seconds * sr)
     bounds: list[tuple[int, int]]
     if job.mode == "trim":
-        trimmed = trim_edges(wave, params)
-        if trimmed is None:  # unreachable after is_silent, kept for type narrowing
+        trimmed = trim_edges(wave, params, rms)
+        if trimmed is None:  # not reached after the silence check above; keeps the types narrow
             out.skipped.append(Skipped(name, "pure silence"))
             return out
         length = (trimmed[1] - trimmed[0]) / sr
@@ -179,7 +187,7 @@ def process_source(job: SourceJob) -> SourceOutcome:
         bounds = [trimmed]
     else:
         bounds = []
-        for start, end in slice_bounds(wave, params):
+        for start, end in slice_bounds(wave, params, rms):
             bounds.extend(split_long(wave, start, end, max_samples, params))
 
     # the spectrogram needs more samples than its reflect pad and at least one frame
@@ -200,7 +208,7 @@ def process_source(job: SourceJob) -> SourceOutcome:
             )
             continue
         clip_wave = wave[start:end]
-        if is_silent(clip_wave, params):
+        if span_is_silent(rms, start, end, params):
             out.skipped.append(Skipped(span, "pure silence"))
             continue
         clip_peak = peak(clip_wave)
@@ -216,7 +224,8 @@ def process_source(job: SourceJob) -> SourceOutcome:
         # Clip files are renamed into place (atomic) without fsync; the record stores their sizes so
         # that a resume after a power cut notices a file the disk lost.
         wav_path = layout.wav(clip_id)
-        pcm = to_pcm16(clip_wave)
+        # official int16 scale: 32768 for the training copy (5-wav32k), 32767 for slicer output
+        pcm = to_pcm16(clip_wave, 32768.0 if job.final_mix else 32767.0)
         data = wav_bytes_pcm16(pcm, sr)
         atomic_write_bytes(wav_path, data, fsync=False)
         out.file_sizes[layout.relative(wav_path)] = len(data)
@@ -339,15 +348,8 @@ def run_audio_stage(
     if reused:
         LOG.info("resuming: %d of %d sources already done", reused, len(jobs))
 
-    def finish(i: int, outcome: SourceOutcome) -> None:
-        record = {
-            "fingerprint": fingerprints[i],
-            "source": str(jobs[i].source.path),
-            "outcome": outcome.to_dict(),
-        }
-        # no fsync: a record lost in a power cut only means that the source is done again
-        atomic_write_bytes(layout.source_record(jobs[i].source.key), json.dumps(record).encode(), fsync=False)
-        outcomes[i] = outcome
+    def task(i: int) -> tuple[SourceJob, str, Path]:
+        return jobs[i], fingerprints[i], layout.source_record(jobs[i].source.key)
 
     from tqdm import tqdm
 
@@ -362,7 +364,7 @@ def run_audio_stage(
                 total=len(todo), disable=not progress, file=sys.stderr, unit="file", desc="audio"
             ) as bar:
                 for i in todo:
-                    finish(i, _run_job(jobs[i]))
+                    outcomes[i] = _run_job(*task(i))
                     bar.update(1)
         finally:
             torch.set_num_threads(threads)
@@ -374,26 +376,39 @@ def run_audio_stage(
         ctx = multiprocessing.get_context(method)
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init) as pool:
             # Submit everything before the progress bar starts its monitor thread (fork safety).
-            futures: dict[Future[SourceOutcome], int] = {pool.submit(_run_job, jobs[i]): i for i in todo}
-            with tqdm(
-                total=len(todo), disable=not progress, file=sys.stderr, unit="file", desc="audio"
-            ) as bar:
-                for fut in as_completed(futures):
-                    finish(futures[fut], fut.result())
-                    bar.update(1)
+            futures: dict[Future[SourceOutcome], int] = {pool.submit(_run_job, *task(i)): i for i in todo}
+            try:
+                with tqdm(
+                    total=len(todo), disable=not progress, file=sys.stderr, unit="file", desc="audio"
+                ) as bar:
+                    for fut in as_completed(futures):
+                        outcomes[futures[fut]] = fut.result()
+                        bar.update(1)
+            except BaseException:
+                # Ctrl-C or a bug: do not start the remaining sources (finished ones keep their records).
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return [o for o in outcomes if o is not None], reused
 
 
-def _run_job(job: SourceJob) -> SourceOutcome:
+def _run_job(job: SourceJob, fingerprint: str, record_path: Path) -> SourceOutcome:
+    """Process one source, then write its progress record (last, so a record means "all files done")."""
     try:
-        return process_source(job)
+        outcome = process_source(job)
     except Exception as exc:  # a bug, not bad audio: keep the traceback, name the file
         raise RuntimeError(f"unexpected error while preparing {job.source.path}: {exc}") from exc
+    record = {"fingerprint": fingerprint, "source": str(job.source.path), "outcome": outcome.to_dict()}
+    # no fsync: a record lost in a power cut only means that the source is done again
+    atomic_write_bytes(record_path, json.dumps(record).encode(), fsync=False)
+    return outcome
 
 
 # ---------------------------------------------------------------------------------------- pipeline
-def _check_out_dir(layout: DatasetLayout, inputs: Sequence[Path], force: bool) -> None:
+def _check_out_dir(layout: DatasetLayout, inputs: Sequence[Path]) -> None:
+    """Refuse an output folder that holds inputs, lies inside an input folder, or is someone else's."""
     root = layout.root.absolute()
+    if root.exists() and not root.is_dir():
+        raise GsvError(f"--out {layout.root} exists and is not a folder")
     for inp in inputs:
         p = Path(inp).absolute()
         if p == root or root in p.parents:
@@ -408,7 +423,11 @@ def _check_out_dir(layout: DatasetLayout, inputs: Sequence[Path], force: bool) -
             raise GsvError(
                 f"{layout.root} is not empty and is not a gsv-train dataset; choose an empty folder"
             )
-    if force and root.is_dir():
+
+
+def _clear_outputs(layout: DatasetLayout) -> None:
+    """--force: delete what an earlier run wrote (only the dataset's own paths)."""
+    if layout.root.is_dir():
         for d in (layout.wavs_dir, layout.spec_dir, layout.ssl_dir, layout.work_dir):
             if d.is_dir():
                 shutil.rmtree(d)
@@ -499,13 +518,23 @@ def prepare(
     t0 = time.perf_counter()
     layout = DatasetLayout(Path(out_dir))
     pcfg = cfg.prepare
-    lang = language or (pcfg.text.language if pcfg.text.language != "auto" else "en")
-    _check_out_dir(layout, [Path(p) for p in inputs], force)
+    lang = language or pcfg.text.language
+    if slice_only and lang == "auto":
+        raise GsvError(
+            "--slice-only needs --language (zh, en, ja, ko or yue) for the LANG column of the template"
+        )
+    _check_out_dir(layout, [Path(p) for p in inputs])
 
     # 1. sources + transcripts ------------------------------------------------------------------
     plan: SourcePlan = collect_sources(inputs, transcripts, language=lang, speaker=speaker)
     skipped = list(plan.skipped)
     warnings = list(plan.warnings)
+    root = layout.root.absolute()
+    inside = [s.path for s in plan.sources if root in s.path.parents]
+    if inside:
+        raise GsvError(f"source {inside[0]} is inside the output folder {layout.root}; choose another --out")
+    if force:
+        _clear_outputs(layout)
     if not plan.sources:
         detail = f"; first problem: {skipped[0].source}: {skipped[0].reason}" if skipped else ""
         raise GsvError(f"no audio files to prepare (looked for .wav, .flac, .mp3, .ogg, .opus){detail}")

@@ -103,6 +103,7 @@ def write_report_png(path: Path | str, report: PrepareReport) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     train = [c.duration for c in report.split_clips("train")]
     val = [c.duration for c in report.split_clips("val")]
@@ -126,6 +127,7 @@ def write_report_png(path: Path | str, report: PrepareReport) -> Path:
     ax.set_title(f"{report.n_clips} clips, {m['train']:.1f} min train / {m['val']:.1f} min val")
     ax.set_xlabel("clip duration (s)")
     ax.set_ylabel("clips")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -11,8 +11,10 @@
 
 A stage is any callable ``stage(layout, clips, cfg) -> StageResult``. It must
 
-- be resumable on its own: skip work whose output file already exists (and is complete), write every
-  file atomically (`gptsovits_train.fileio`), and return all clips it keeps, old and new;
+- be resumable on its own: skip work whose output file already exists and is newer than the clip's
+  `wavs/<id>.wav` (the audio stage rewrites a wav, keeping its id, whenever the source, its transcript
+  or an audio setting changes), write every file atomically (`gptsovits_train.fileio`), and return
+  all clips it keeps, old and new;
 - never raise for one bad clip: drop it and add a `Skipped(source=clip.id or path, reason, stage=name)`;
 - raise `GsvError` only when the whole stage cannot run (missing model, ...).
 

@@ -70,7 +70,8 @@ RANDOM_TINY = "random-tiny"
 RANDOM_MARKER = "gsv_random_hubert.json"
 RANDOM_NOTICE = (
     "features come from a RANDOM HuBERT (random-tiny): this run checks the pipeline and does not make "
-    "a usable voice; use --hubert DIR with chinese-hubert-base (gsv-train download-pretrained) for real training"
+    "a usable voice; use --hubert DIR with chinese-hubert-base (gsv-train download-pretrained) "
+    "for real training"
 )
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -189,7 +190,9 @@ def check_hubert_folder(path: Path | str, hidden_size: int = 768) -> dict[str, A
             f"`gsv-train download-pretrained`, or use '{RANDOM_TINY}' for a pipeline check)"
         )
     if not path.is_dir():
-        raise HubertLoadError(f"{path} is a file; --hubert takes the folder holding config.json and the weights")
+        raise HubertLoadError(
+            f"{path} is a file; --hubert takes the folder holding config.json and the weights"
+        )
     data = _read_config(path)
     model_type = data.get("model_type")
     if model_type != "hubert":
@@ -228,10 +231,13 @@ def load_hubert(path: Path | str, hidden_size: int = 768, *, verify: bool = True
     from transformers import HubertModel
 
     try:
-        model, info = HubertModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+        loaded_pair: Any = HubertModel.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HubertLoadError(f"cannot load HuBERT from {path}: {first}") from None
+    model, info = loaded_pair
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k) for k in (info.get("mismatched_keys") or []))
     unexpected = sorted(info.get("unexpected_keys") or [])
@@ -251,7 +257,8 @@ def load_hubert(path: Path | str, hidden_size: int = 768, *, verify: bool = True
         )
     model.eval()
     model.requires_grad_(False)
-    loaded = LoadedHubert(model=model, path=path, random=(path / RANDOM_MARKER).is_file(), hidden_size=hidden_size)
+    is_random = (path / RANDOM_MARKER).is_file()
+    loaded = LoadedHubert(model=model, path=path, random=is_random, hidden_size=hidden_size)
     if verify:
         _verify_batched_path(loaded)
     return loaded
@@ -275,7 +282,7 @@ def _verify_batched_path(loaded: LoadedHubert) -> None:
 
 
 def model_digest(path: Path | str) -> str:
-    """sha256 over config.json and the weight files of a model folder (identifies which model made features)."""
+    """sha256 over config.json and the weight files of a model folder (which model made the features)."""
     path = Path(path)
     h = hashlib.sha256()
     for name in ("config.json", *_WEIGHT_FILES):
@@ -408,7 +415,7 @@ class HubertFeaturizer:
         import torch
 
         model = self._model_for(dtype)
-        with torch.inference_mode():
+        with torch.no_grad():
             frames = []
             for w in waves16:
                 x = torch.as_tensor(np.asarray(w, dtype=np.float32)).to(self.device, dtype)[None]
@@ -440,17 +447,19 @@ class HubertFeaturizer:
         for w in waves16:
             if len(w) < HUBERT_WINDOW:
                 raise ValueError(f"clip of {len(w)} samples at 16 kHz is shorter than HuBERT's window")
-        outs: list[np.ndarray | None] = [o.T.numpy() for o in self.forward(waves16, self.dtype)]
-        for i, o in enumerate(outs):
-            if o is not None and not np.isfinite(o).all():
+        first = [o.T.numpy() for o in self.forward(waves16, self.dtype)]
+        outs: list[np.ndarray | None] = []
+        for i, feats in enumerate(first):
+            result: np.ndarray | None = feats
+            if not np.isfinite(feats).all():
                 if self.half:
                     self.n_retried += 1
                     LOG.warning("non-finite fp16 HuBERT output; recomputing the clip in fp32")
-                    o = self.forward([waves16[i]], torch.float32)[0].T.numpy()
-                if not np.isfinite(o).all():
+                    result = self.forward([waves16[i]], torch.float32)[0].T.numpy()
+                if result is not None and not np.isfinite(result).all():
                     self.n_failed += 1
-                    o = None
-                outs[i] = o
+                    result = None
+            outs.append(result)
         return outs
 
 

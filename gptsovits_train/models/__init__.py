@@ -95,7 +95,8 @@ def generator_config(model_cfg: ModelConfig, audio_cfg: AudioConfig) -> Generato
     _check_version(m.version)
     if not m.freeze_quantizer:
         raise ConfigError(
-            "model.freeze_quantizer: false is not supported (the RVQ codebook is never trained in fine-tuning)"
+            "model.freeze_quantizer: false is not supported "
+            "(the RVQ codebook is never trained in fine-tuning)"
         )
     hop = math.prod(m.upsample_rates)
     if hop != a.hop_length:

@@ -51,7 +51,7 @@ class DiscriminatorP(nn.Module):
         self.conv_post = norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """`(B, 1, T)` -> (scores `(B, N)`, 6 feature maps). T is reflect-padded to a multiple of the period."""
+        """`(B, 1, T)` -> (scores `(B, N)`, 6 feature maps); T is reflect-padded to a period multiple."""
         b, c, t = x.shape
         if t % self.period:
             n_pad = self.period - t % self.period

@@ -43,8 +43,5 @@ class ResidualCouplingBlock(nn.Module):
         """`x (B, C, T)`, `x_mask (B, 1, T)`, `g (B, gin, 1)`: z -> z_p, or z_p -> z with `reverse`."""
         flows = reversed(self.flows) if reverse else iter(self.flows)
         for flow in flows:
-            if isinstance(flow, ResidualCouplingLayer):
-                x = flow(x, x_mask, g=g, reverse=reverse)
-            else:
-                x = flow(x)
+            x = flow(x, x_mask, g=g, reverse=reverse) if isinstance(flow, ResidualCouplingLayer) else flow(x)
         return x

@@ -40,6 +40,8 @@ REF_BINS_V2 = 704
 """v2 and later feed only the first 704 linear-spectrogram bins to the reference encoder (v1: all)."""
 SV_EMB_DIM = 20480
 """Size of the speaker-verification embedding that v2Pro/v2ProPlus take (`sv_emb` input)."""
+TEXT_LOW_LR_MODULES = ("text_embedding", "encoder_text", "mrte")
+"""`enc_p` children that the official step trains at `lr * text_low_lr_rate` (facts §6.3)."""
 PRO_TEXT_GE_CHANNELS = 512
 """Pro versions map the style vector to 512 channels (`ge_to512`) for the text encoder's MRTE."""
 
@@ -215,10 +217,27 @@ class SoVITSGenerator(nn.Module):
             raise ValueError(f"ssl must have shape (B, {self.cfg.ssl_dim}, T), got {tuple(ssl.shape)}")
 
     def project_ssl(self, ssl: torch.Tensor) -> torch.Tensor:
-        """Frozen `ssl_proj` in fp32 without gradient: `(B, ssl_dim, T) -> (B, ssl_dim, T // stride)`."""
+        """Frozen `ssl_proj` without gradient and outside autocast (fp32 for an fp32 model):
+        `(B, ssl_dim, T) -> (B, ssl_dim, T // stride)`."""
         self._check_ssl(ssl)
         with torch.no_grad(), torch.autocast(device_type=ssl.device.type, enabled=False):
-            return self.ssl_proj(ssl.float())
+            return self.ssl_proj(ssl.to(self.ssl_proj.weight.dtype))
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters split like the official optimizer groups (facts §6.3).
+
+        Returns:
+            `{"base": [...], "text_embedding": [...], "encoder_text": [...], "mrte": [...]}`; the last three
+            are the `enc_p` parts the official step trains at `lr * text_low_lr_rate`. Frozen parameters
+            (`ssl_proj`) are left out.
+        """
+        groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("base", *TEXT_LOW_LR_MODULES)}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = next((m for m in TEXT_LOW_LR_MODULES if name.startswith(f"enc_p.{m}.")), "base")
+            groups[key].append(param)
+        return groups
 
     # ------------------------------------------------------------------------------- training
     def forward(
@@ -250,8 +269,8 @@ class SoVITSGenerator(nn.Module):
             raise ValueError(f"ssl has {ssl.shape[2]} frames but spec has {t}; pad both to the same length")
         if t % self.cfg.ssl_stride != 0:
             raise ValueError(
-                f"T={t} frames is not a multiple of {self.cfg.ssl_stride} (25 Hz tokens): pad the batch to an "
-                "even number of frames (the official collate pads to 2*(max//2 + 1))"
+                f"T={t} frames is not a multiple of {self.cfg.ssl_stride} (25 Hz tokens): pad the batch "
+                "to an even number of frames (the official collate pads to 2*(max//2 + 1))"
             )
         y_mask = length_mask(spec_lengths, t, spec.dtype)
         ge, ge_text = self._style(spec, y_mask, sv_emb)

@@ -162,8 +162,9 @@ class ResidualCouplingLayer(nn.Module):
         self.pre = nn.Conv1d(self.half_channels, hidden_channels, 1)
         self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels)
         self.post = nn.Conv1d(hidden_channels, self.half_channels, 1)
-        nn.init.zeros_(self.post.weight)
-        nn.init.zeros_(self.post.bias)
+        with torch.no_grad():
+            self.post.weight.zero_()
+            self.post.bias.zero_()  # type: ignore[union-attr]  # Conv1d built with bias
 
     def forward(
         self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False

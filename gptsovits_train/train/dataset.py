@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -429,6 +429,7 @@ def train_loader(
     num_workers: int,
     pin_memory: bool,
     seed: int,
+    worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader[Sample]:
     """The training DataLoader.
 
@@ -446,6 +447,7 @@ def train_loader(
         persistent_workers=num_workers > 0,
         prefetch_factor=3 if num_workers > 0 else None,
         generator=generator,
+        worker_init_fn=worker_init_fn,
     )
 
 

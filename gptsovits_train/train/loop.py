@@ -198,10 +198,14 @@ def _init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, 
             continue
         wf = read_weights(path)
         if wf.role != role:
-            raise GsvError(f"{path}: holds {wf.role} weights, but train.pretrained_s2{role[0].upper()} needs {role}")
+            raise GsvError(
+                f"{path}: holds {wf.role} weights, but train.pretrained_s2{role[0].upper()} needs {role}"
+            )
         allow = EXPORT_DROPPED_PATTERNS if (role == "generator" and wf.kind == "official-export") else ()
         if allow:
-            LOG.warning("%s is an exported model without enc_q: the posterior encoder starts from random init", path)
+            LOG.warning(
+                "%s is an exported model without enc_q: the posterior encoder starts from random init", path
+            )
         report = load_state_dict_strict(module, wf.state, allow_missing=allow, what=f"{path} ({role})")
         reports[role] = f"{path}: {report.summary()}"
         LOG.info("initialised the %s from %s (%s)", role, path, report.summary())
@@ -214,8 +218,8 @@ def _init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, 
 def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """The module's state dict on CPU in fp32 (the checkpoint contract)."""
     out = {}
-    for key, value in module.state_dict().items():
-        value = value.detach().cpu()
+    for key, tensor in module.state_dict().items():
+        value = tensor.detach().cpu()
         out[key] = value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
     return out
 
@@ -229,10 +233,13 @@ def _check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
     for section in _RESUME_MUST_MATCH:
         if saved.get(section) != now[section]:
             diff = sorted(k for k in now[section] if saved.get(section, {}).get(k) != now[section][k])
-            raise GsvError(f"cannot resume: the {section} section changed since the checkpoint ({', '.join(diff)})")
+            raise GsvError(
+                f"cannot resume: the {section} section changed since the checkpoint ({', '.join(diff)})"
+            )
     if saved["train"].get("dataset") != now["train"]["dataset"]:
         raise GsvError(
-            f"cannot resume: train.dataset changed ({saved['train'].get('dataset')} -> {now['train']['dataset']})"
+            f"cannot resume: train.dataset changed "
+            f"({saved['train'].get('dataset')} -> {now['train']['dataset']})"
         )
     for key, value in now["train"].items():
         if saved["train"].get(key) != value:
@@ -307,7 +314,11 @@ def _fit(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     LOG.info(
-        "device %s, precision %s, %d process(es); run folder %s", device, precision, ctx.world_size, layout.root
+        "device %s, precision %s, %d process(es); run folder %s",
+        device,
+        precision,
+        ctx.world_size,
+        layout.root,
     )
 
     # ------------------------------------------------------------------ 2. data
@@ -336,13 +347,22 @@ def _fit(
         repeats=repeats,
         seed=t.seed,
     )
-    loader = train_loader(train_ds, sampler, num_workers=t.num_workers, pin_memory=device.type == "cuda", seed=t.seed)
-    loader.worker_init_fn = _ignore_sigint_in_worker
-    val_loader = validation_loader(val_ds, val_indices(len(val_ds), ctx.rank, ctx.world_size), num_workers=t.num_workers)
+    loader = train_loader(
+        train_ds,
+        sampler,
+        num_workers=t.num_workers,
+        pin_memory=device.type == "cuda",
+        seed=t.seed,
+        worker_init_fn=_ignore_sigint_in_worker,
+    )
+    val_loader = validation_loader(
+        val_ds, val_indices(len(val_ds), ctx.rank, ctx.world_size), num_workers=t.num_workers
+    )
     batches_per_epoch = sampler.num_batches
     train_minutes = sum(c.duration for c in splits.train) / 60
     LOG.info(
-        "data: %d train clips (%.1f min), %d validation clips; %d item(s)/epoch (x%d), %d step(s)/epoch of %d",
+        "data: %d train clips (%.1f min), %d validation clips; %d item(s)/epoch (x%d), "
+        "%d step(s)/epoch of %d",
         len(train_ds),
         train_minutes,
         len(val_ds),
@@ -371,9 +391,16 @@ def _fit(
         n_frozen / 1e6,
         sum(p.numel() for p in d_params) / 1e6,
     )
-    adam = {"betas": t.betas, "eps": t.eps, "weight_decay": t.weight_decay}
-    optim_g = torch.optim.AdamW(generator_param_groups(G, t.learning_rate, t.text_low_lr_rate), t.learning_rate, **adam)
-    optim_d = torch.optim.AdamW(d_params, t.learning_rate, **adam)
+    optim_g = torch.optim.AdamW(
+        generator_param_groups(G, t.learning_rate, t.text_low_lr_rate),
+        t.learning_rate,
+        betas=t.betas,
+        eps=t.eps,
+        weight_decay=t.weight_decay,
+    )
+    optim_d = torch.optim.AdamW(
+        d_params, t.learning_rate, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay
+    )
     scaler = make_scaler(device, precision)
     sched_g = build_scheduler(t.scheduler, optim_g, threshold=t.early_stopping.min_delta)
     sched_d = build_scheduler(t.scheduler, optim_d, threshold=t.early_stopping.min_delta)
@@ -426,7 +453,7 @@ def _fit(
             set_rng_state(rng_states[ctx.rank])
         else:
             LOG.warning(
-                "checkpoint holds RNG states of %d process(es), this run has %d: random streams are re-seeded",
+                "checkpoint holds RNG states of %d process(es), this run has %d: random streams re-seeded",
                 len(rng_states),
                 ctx.world_size,
             )
@@ -445,7 +472,9 @@ def _fit(
     metrics = MetricsLog(layout.metrics, enabled=main)
     if resume and main:
         metrics.rewind(step, start_epoch - 1)
-    tb = TensorBoardLogger(layout.tb_dir, enabled=main and t.tensorboard, purge_step=step + 1 if resume else None)
+    tb = TensorBoardLogger(
+        layout.tb_dir, enabled=main and t.tensorboard, purge_step=step + 1 if resume else None
+    )
 
     def checkpoint_state(epoch: int, *, finished: bool, metrics_now: dict[str, float]) -> dict[str, Any]:
         """The checkpoint dict (collective under DDP: gathers every rank's RNG state)."""
@@ -522,7 +551,11 @@ def _fit(
             optim_g.param_groups[0]["lr"],
         )
         metrics.log(
-            "nan_rollback", epoch=epoch, step=step, restored_step=int(ck["step"]), **{"lr/g": current_lrs(optim_g)[0]}
+            "nan_rollback",
+            epoch=epoch,
+            step=step,
+            restored_step=int(ck["step"]),
+            **{"lr/g": current_lrs(optim_g)[0]},
         )
 
     if not resume:
@@ -561,9 +594,9 @@ def _fit(
                 disable=not (progress and main),
             )
             t_fetch = time.perf_counter()
-            for batch in loader:
+            for cpu_batch in loader:
                 data_wait += time.perf_counter() - t_fetch
-                batch = batch.to(device, non_blocking=True)
+                batch = cpu_batch.to(device, non_blocking=True)
                 result = train_step(
                     G_train,
                     D_train,
@@ -630,11 +663,13 @@ def _fit(
             # -------------------------------------------- end of the epoch: schedule, validate, checkpoint
             finished = not hit_max_steps or batches_done >= batches_per_epoch
             n = max(epoch_sums.get("n", 0.0), 1.0)
-            train_means = {f"train/{k.split('/', 1)[1]}": v / n for k, v in epoch_sums.items() if k.startswith("loss/")}
+            train_means = {
+                f"train/{k.split('/', 1)[1]}": v / n for k, v in epoch_sums.items() if k.startswith("loss/")
+            }
             if finished:
                 sched_g.step_epoch()
                 sched_d.step_epoch()
-            do_val = epoch % t.val_every == 0 or epoch == t.epochs or hit_max_steps
+            do_val = (epoch - 1) % t.val_every == 0 or epoch == t.epochs or hit_max_steps
             score: float | None = None
             val: ValResult | None = None
             should_stop, es_message = False, ""
@@ -645,11 +680,8 @@ def _fit(
                 sched_d.step_validation(score)
                 should_stop, es_message = early.step(score, epoch)
             last_metrics = {**train_means, **(val.metrics if val else {})}
-            if finished:
-                batches_done, epoch_sums_done = 0, epoch_sums
-                epoch_sums = {}
-            else:
-                epoch_sums_done = epoch_sums
+            if finished:  # the checkpoint's position: the start of the next epoch
+                batches_done, epoch_sums = 0, {}
             is_best = save(epoch, finished=finished, score=score, metrics_now=last_metrics)
             epochs_completed = epoch if finished else epoch - 1
             lr_g, lr_d = current_lrs(optim_g)[0], current_lrs(optim_d)[0]
@@ -698,7 +730,6 @@ def _fit(
             line += f" | lr {lr_g:.2e} | {epoch_time:.1f}s (<= {_fmt_time(remaining)} left)"
             LOG.info("%s", line)
             tb.flush()
-            del epoch_sums_done
             if should_stop:
                 stop_reason, stop_message = "early_stopping", es_message
                 break
@@ -722,7 +753,10 @@ def _fit(
         value = after.metrics[monitor]
         if value == best["value"]:
             LOG.info(
-                "reloaded best.pt (epoch %d): %s %.6f, exactly the recorded best", best["epoch"], monitor, value
+                "reloaded best.pt (epoch %d): %s %.6f, exactly the recorded best",
+                best["epoch"],
+                monitor,
+                value,
             )
         else:
             LOG.warning(

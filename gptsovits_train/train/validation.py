@@ -78,13 +78,14 @@ class _Indexed(torch.utils.data.Dataset[tuple[int, Sample]]):
 def validation_loader(
     dataset: SoVITSDataset, indices: list[int], *, num_workers: int
 ) -> DataLoader[tuple[int, Sample]]:
-    """Clips of this rank's shard, one by one, in order."""
+    """Clips of this rank's shard, one by one, in order (its own generator: the global RNG is untouched)."""
     return DataLoader(
         _Indexed(dataset, indices),
         batch_size=1,
         shuffle=False,
         collate_fn=_one,
         num_workers=min(num_workers, 2),
+        generator=torch.Generator().manual_seed(0),
     )
 
 
