@@ -218,7 +218,8 @@ class TrainConfig(_Section):
     c_fm: float = 1.0  # multiplies the official feature-matching loss (which already holds its 2x)
     c_gen: float = 1.0  # multiplies the adversarial generator loss
     # The discriminator exists only for training: its periods live here. null = official for model.version
-    # (2,3,5,7,11; Pro: +17,23). Fewer periods make a smaller discriminator (CPU tests, the demo).
+    # (2,3,5,7,11; Pro: +17,23). Fewer periods make a smaller discriminator (CPU tests, the demo); [] keeps
+    # the scale discriminator alone.
     discriminator_periods: list[int] | None = None
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     tf32: bool = True  # allow TF32 matmuls on NVIDIA GPUs (official: allowed)

@@ -416,8 +416,11 @@ def export_best(
     try:
         atomic_write_json(manifest_target, manifest)
     except OSError as exc:
-        target.unlink(missing_ok=True)
-        raise _os_error(manifest_target, exc) from None
+        target.unlink(missing_ok=True)  # never leave an export without its manifest
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
+        raise GsvError(
+            f"could not write the manifest {manifest_target}: {reason}; the export {target} was removed again"
+        ) from None
 
     LOG.info(
         "exported %s (%s, %d keys, %.1f MB, %s) from %s",

@@ -199,6 +199,11 @@ def _hub_fetch(
         RevisionNotFoundError,
     )
 
+    # huggingface_hub logs every retry of an unreachable host as a warning (twice through its own
+    # handler); the outcome is reported here as one line instead.
+    http_log = logging.getLogger("huggingface_hub.utils._http")
+    level = http_log.level
+    http_log.setLevel(logging.ERROR)
     try:
         return Path(
             hf_hub_download(
@@ -225,6 +230,8 @@ def _hub_fetch(
     except HfHubHTTPError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GsvError(f"download of {repo_path} from {HF_REPO} failed: {first}") from None
+    finally:
+        http_log.setLevel(level)
 
 
 def _revision_of(cached: Path) -> str | None:

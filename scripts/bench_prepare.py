@@ -15,7 +15,9 @@ official "slicing + spectrogram" path does (tools/slice_audio.py, then a spectro
    start-up is included). Per core = speed / workers.
 
 Each step is run `--repeat` times and the fastest run is reported (other jobs on a shared machine only
-ever slow a run down).
+ever slow a run down). `CPU s` is the CPU time of this process and its pool workers (least of the runs),
+and `per CPU-s` = input seconds / CPU seconds: the per-core throughput, which other load on the machine
+changes much less than wall time.
 
     python scripts/bench_prepare.py [--minutes 10] [--files 8] [--workers 1 2] [--repeat 3]
 """
@@ -23,6 +25,7 @@ ever slow a run down).
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -75,6 +78,13 @@ def build_input(folder: Path, minutes: float, n_files: int, seed: int = 0) -> fl
     return total
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (the pool's workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def fill_template(template: Path, filled: Path) -> None:
     lines = [ln + "text" for ln in template.read_text(encoding="utf-8").splitlines() if ln.strip()]
     filled.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -105,17 +115,20 @@ def main() -> None:
         rows = []
         for w in args.workers:
             best = {"slice": float("inf"), "spectrogram": float("inf")}
+            cpu = {"slice": float("inf"), "spectrogram": float("inf")}
             for r in range(args.repeat):
                 sliced, ds = work / f"sliced_{w}_{r}", work / f"dataset_{w}_{r}"
-                t0 = time.perf_counter()
+                c0, t0 = cpu_seconds(), time.perf_counter()
                 r1 = prepare([src], sliced, cfg, slice_only=True, workers=w, progress=False)
-                t1 = time.perf_counter()
+                c1, t1 = cpu_seconds(), time.perf_counter()
                 fill_template(sliced / "transcripts_template.list", sliced / "filled.list")
-                t2 = time.perf_counter()
+                c2, t2 = cpu_seconds(), time.perf_counter()
                 r2 = prepare([], ds, cfg, transcripts=[sliced / "filled.list"], workers=w, progress=False)
-                t3 = time.perf_counter()
+                c3, t3 = cpu_seconds(), time.perf_counter()
                 best["slice"] = min(best["slice"], t1 - t0)
                 best["spectrogram"] = min(best["spectrogram"], t3 - t2)
+                cpu["slice"] = min(cpu["slice"], c1 - c0)
+                cpu["spectrogram"] = min(cpu["spectrogram"], c3 - c2)
                 n_spec = sum(1 for c in r2.clips if c.spec)
                 print(
                     f"workers={w} run {r + 1}: {r1.n_clips} clips sliced in {t1 - t0:.2f} s, "
@@ -123,17 +136,23 @@ def main() -> None:
                 )
                 shutil.rmtree(sliced)
                 shutil.rmtree(ds)
-            total = best["slice"] + best["spectrogram"]
-            for name, wall in (
-                ("slice", best["slice"]),
-                ("spectrogram", best["spectrogram"]),
-                ("total", total),
-            ):
-                rows.append((w, name, wall, seconds / wall, seconds / wall / w))
+            best["total"] = best["slice"] + best["spectrogram"]
+            cpu["total"] = cpu["slice"] + cpu["spectrogram"]
+            for name in ("slice", "spectrogram", "total"):
+                wall = best[name]
+                rows.append(
+                    (w, name, wall, seconds / wall, seconds / wall / w, cpu[name], seconds / cpu[name])
+                )
         print()
-        print(f"{'workers':>7}  {'step':<11}  {'wall s':>7}  {'x real time':>11}  {'per core':>9}")
-        for w, name, wall, speed, per_core in rows:
-            print(f"{w:>7}  {name:<11}  {wall:>7.2f}  {speed:>10.0f}x  {per_core:>8.0f}x")
+        print(
+            f"{'workers':>7}  {'step':<11}  {'wall s':>7}  {'x real time':>11}  {'per core':>9}  "
+            f"{'CPU s':>6}  {'per CPU-s':>9}"
+        )
+        for w, name, wall, speed, per_core, cpu_s, per_cpu in rows:
+            print(
+                f"{w:>7}  {name:<11}  {wall:>7.2f}  {speed:>10.0f}x  {per_core:>8.0f}x  "
+                f"{cpu_s:>6.2f}  {per_cpu:>8.0f}x"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -196,7 +196,9 @@ def build(wheel: Path) -> tuple[str, str, dict[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wheel", type=Path, required=True, help="a wheel holding GPT_SoVITS/text/*.rep")
     parser.add_argument("--out", type=Path, default=resource_dir(), help="output folder")
     args = parser.parse_args(argv)

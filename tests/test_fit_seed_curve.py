@@ -56,17 +56,18 @@ class ScriptedValidation:
 
 
 def test_seed_curve_stops_at_the_turn_and_reloads_epoch_7(tmp_path):
-    ds = make_dataset(tmp_path / "ds", n_train=2, n_val=1, max_seconds=1.2)
+    ds = make_dataset(tmp_path / "ds", n_train=1, n_val=1, max_seconds=1.2)
     cfg = load_config(
         CONFIGS / "tiny.yaml",
         [
             f"train.dataset={ds.root}",
             "train.epochs=20",
             "train.val_every=2",
-            "train.min_items_per_epoch=2",  # one step per epoch
             "train.early_stopping.patience=3",
             "train.keep_top_k=2",
-            "model.segment_size=2560",
+            "model.segment_size=1280",
+            "train.batch_size=1",
+            "train.min_items_per_epoch=1",  # one step per epoch
         ],
     )
     scripted = ScriptedValidation()

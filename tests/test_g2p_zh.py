@@ -305,12 +305,16 @@ def fake_english(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
     import types
 
-    def english_g2p(text: str) -> tuple[list[str], None, str]:
-        words = [w for w in text.replace(",", " ").split() if w]
-        return [p for w in words for p in ("EH1", "N")], None, text
+    def english_normalize_report(text: str) -> tuple[str, list[str]]:
+        return text, []
+
+    def english_phones(norm_text: str) -> list[str]:
+        words = [w for w in norm_text.replace(",", " ").split() if w]
+        return [p for w in words for p in ("EH1", "N")]
 
     module = types.ModuleType("gptsovits_train.text.english")
-    module.english_g2p = english_g2p  # type: ignore[attr-defined]
+    module.english_normalize_report = english_normalize_report  # type: ignore[attr-defined]
+    module.english_phones = english_phones  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "gptsovits_train.text.english", module)
 
 

@@ -373,3 +373,41 @@ def test_check_features_names_clips_and_the_fix(tmp_path, tiny_dir, lj):
     assert f"{clips[2].id}: features have {clips[2].n_frames + 2} frames, the spectrogram has" in msg
     assert "gsv-train prepare" in msg and "--hubert" in msg
     assert clips[3].id not in msg
+
+
+def test_stage_drops_a_clip_that_stays_nan(tmp_path, tiny_dir, lj, monkeypatch):
+    distinct = [(cid, w[: int(32000 * (1.5 + 0.4 * i))]) for i, (cid, w) in enumerate(lj[:3])]
+    layout, clips = make_dataset(tmp_path / "ds", distinct)
+    real_call = HubertFeaturizer.__call__
+
+    def flaky(self, waves):
+        out = real_call(self, waves)
+        return [None if len(w) == max(len(x) for x in waves) else o for w, o in zip(waves, out, strict=True)]
+
+    monkeypatch.setattr(HubertFeaturizer, "__call__", flaky)
+    res = extract_features(layout, clips, _cfg(tiny_dir, batch_size=8))
+    longest = max(clips, key=lambda c: c.n_samples)
+    assert [s.source for s in res.skipped] == [longest.id]
+    assert res.skipped[0].reason == "HuBERT output is NaN/Inf even in fp32"
+    assert not layout.ssl(longest.id).exists() and len(res.clips) == 2
+
+
+@pytest.mark.slow
+def test_base_architecture_batched_equals_single(lj):
+    """The chinese-hubert-base architecture (12 layers, conv 512, pos-conv 128; random weights)."""
+    from transformers import HubertConfig, HubertModel
+
+    from gptsovits_train.features.hubert import LoadedHubert
+
+    torch.manual_seed(0)
+    model = HubertModel(HubertConfig()).eval()
+    loaded = LoadedHubert(model=model, path=Path("base"), random=True, hidden_size=768)
+    waves = [
+        hubert_input(w[: int(32000 * s)], apply_mix=False) for (_, w), s in zip(lj, (1.3, 2.2), strict=False)
+    ]
+    got = HubertFeaturizer(loaded, "cpu")(waves)
+    for w, g in zip(waves, got, strict=True):
+        with torch.no_grad():
+            ref = model(torch.from_numpy(w)[None]).last_hidden_state[0].T.numpy()
+        assert g is not None and g.shape == ref.shape == (768, hubert_frames(len(w)))
+        np.testing.assert_allclose(g, ref, atol=1e-4, rtol=0)

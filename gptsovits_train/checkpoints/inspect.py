@@ -163,7 +163,8 @@ class InspectReport:
 
 def _model_sections(wf: WeightsFile) -> tuple[ModelConfig, AudioConfig, str]:
     if wf.our_config is not None:
-        return wf.our_config.model, wf.our_config.audio, "gsv-train config in the checkpoint"
+        where = "checkpoint" if wf.kind == "run-checkpoint" else "export"
+        return wf.our_config.model, wf.our_config.audio, f"gsv-train config stored in the {where}"
     config, found = wf.config, None
     if config is None and wf.kind == "official-training":
         config, found = find_training_config(wf.path)

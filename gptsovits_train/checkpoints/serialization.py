@@ -222,7 +222,8 @@ def _load(kind: FileKind, name: str, *, path: Path | None = None, data: bytes | 
     else:
         source = path
     safe_globals = getattr(torch.serialization, "safe_globals", None)
-    if safe_globals is None:  # pragma: no cover - torch < 2.5
+    # the (class, "module.Name") allowlist form exists from torch 2.6 on
+    if safe_globals is None or torch.torch_version.TorchVersion(torch.__version__) < "2.6":
         raise CheckpointError(f"{name}: reading checkpoints needs torch >= 2.6 (found {torch.__version__})")
     try:
         with safe_globals([(OfficialHParams, OFFICIAL_HPARAMS_NAME)]):

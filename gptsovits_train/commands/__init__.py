@@ -2,4 +2,5 @@
 
 import gptsovits_train.commands.download
 import gptsovits_train.commands.export
+import gptsovits_train.commands.fit
 import gptsovits_train.commands.prepare  # noqa: F401

@@ -128,7 +128,7 @@ def write_report_png(path: Path | str, report: PrepareReport) -> Path:
     ax.set_xlabel("clip duration (s)")
     ax.set_ylabel("clips")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -347,7 +347,7 @@ class SoVITSGenerator(nn.Module):
             `(B, 1, 2*Tc*hop)` audio for 25 Hz tokens (`Tc*hop` for 50 Hz). Frame f of the output covers
             spectrogram frame f of the clip the tokens came from, so its mel (center=False, as the
             spectrogram) has 2*Tc frames aligned with the first 2*Tc target frames. Samples past an item's
-            `2*code_lengths*hop` are silence-decoded padding.
+            `2*code_lengths*hop` come from zeroed latent frames (padding, not meaningful).
         """
         if codes.dim() != 3:
             raise ValueError(f"codes must have shape (n_q, B, T), got {tuple(codes.shape)}")

@@ -117,24 +117,25 @@ def _zh(text: str) -> G2PResult:
     return G2PResult(phones, word2ph, norm, _dropped_warnings(dropped))
 
 
-def _dropped_warnings(dropped: list[str]) -> list[str]:
+def _dropped_warnings(dropped: list[str], frontend: str = "Mandarin") -> list[str]:
     if not dropped:
         return []
     shown = ", ".join(repr(d) for d in dropped[:8]) + (" ..." if len(dropped) > 8 else "")
-    return [f"dropped characters the Mandarin frontend cannot read: {shown}"]
+    return [f"dropped characters the {frontend} frontend cannot read: {shown}"]
 
 
 def _en(text: str) -> G2PResult:
     try:
-        from gptsovits_train.text.english import english_g2p
+        from gptsovits_train.text.english import english_normalize_report, english_phones
     except ImportError as exc:  # the English frontend is a separate module
         raise TextError(f"the English frontend is not available ({exc})") from exc
 
-    phones, _, norm = english_g2p(text)
-    phones = list(phones)
+    # = english_g2p(text), keeping what the normaliser deleted for the warnings
+    norm, dropped = english_normalize_report(text)
+    phones = english_phones(norm)
     if len(phones) < 4:
         phones = [",", *phones]
-    return G2PResult(phones, None, norm)
+    return G2PResult(phones, None, norm, _dropped_warnings(dropped, "English"))
 
 
 def _auto(text: str) -> G2PResult:

@@ -76,7 +76,9 @@ def load_textblob_tagger(path: Path | None = None) -> Tagger:
     if not (isinstance(weights, dict) and isinstance(tagdict, dict) and isinstance(classes, set)):
         raise LexiconError(f"{path}: unexpected model layout")
     tagger = PerceptronTagger(load=False)
-    tagger.decode_json_params((weights, tagdict, sorted(classes)))
+    tagger.model.weights = weights
+    tagger.tagdict = tagdict
+    tagger.classes = tagger.model.classes = set(classes)
     return tagger
 
 

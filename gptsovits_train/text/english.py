@@ -45,7 +45,16 @@ from gptsovits_train.text.symbols import UNK, symbol_to_id
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["english_g2p", "english_normalize", "english_normalize_report", "english_phones", "query_word"]
+__all__ = [
+    "english_g2p",
+    "english_normalize",
+    "english_normalize_report",
+    "english_phones",
+    "finalize_phones",
+    "homograph_phones",
+    "query_word",
+    "word_phones",
+]
 
 _HAS_LETTER = re.compile("[a-z]")
 _POSSESSIVE = re.compile(r"^([a-z]+)('s)$")
@@ -118,7 +127,9 @@ def query_word(token: str, lex: Lexicon | None = None) -> list[str]:
     return [ph for piece in pieces for ph in query_word(piece, lex)]
 
 
-def _homograph(word: str, tag: str) -> list[str]:
+def homograph_phones(word: str, tag: str) -> list[str]:
+    """The official homograph rule: pronunciation 1 when `tag` starts with the listed POS (or is a
+    prefix of it), else pronunciation 2."""
     first, second, pos = homographs()[word]
     if tag.startswith(pos) or (len(tag) < len(pos) and pos.startswith(tag)):
         return list(first)
@@ -140,7 +151,7 @@ def word_phones(tokens: Sequence[str]) -> list[list[str]]:
         elif word in table:
             if tags is None:  # the tagger sees the whole sentence, as upstream
                 tags = pos_tags(tokens)
-            prons.append(_homograph(word, tags[i]))
+            prons.append(homograph_phones(word, tags[i]))
         else:
             prons.append(query_word(token, lex))
     return prons
@@ -155,14 +166,13 @@ def finalize_phones(prons: Sequence[Sequence[str]]) -> list[str]:
         for ph in pron:
             if ph in _SKIPPED:
                 continue
-            if ph == "<unk>":
-                ph = UNK
-            if ph in table:
-                out.append(ph)
-            elif ph == "'":
+            phone = UNK if ph == "<unk>" else ph
+            if phone in table:
+                out.append(phone)
+            elif phone == "'":
                 out.append("-")
             else:
-                dropped.append(ph)
+                dropped.append(phone)
     if dropped:
         LOG.debug("English phones outside the symbol table dropped (as upstream): %s", dropped)
     return out

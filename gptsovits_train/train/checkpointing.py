@@ -43,17 +43,22 @@ WEIGHT_KEYS = ("generator", "discriminator")
 
 def first_nonfinite(state_dicts: dict[str, Any]) -> str | None:
     """Name of the first floating tensor holding NaN/Inf in `{"generator": sd, ...}`, or None."""
+    names: list[str] = []
+    peaks: list[torch.Tensor] = []
     for part, sd in state_dicts.items():
         if not isinstance(sd, dict):
             continue
         for name, tensor in sd.items():
-            if (
-                isinstance(tensor, torch.Tensor)
-                and tensor.is_floating_point()
-                and not bool(torch.isfinite(tensor).all())
-            ):
-                return f"{part}.{name}"
-    return None
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.numel() > 0:
+                names.append(f"{part}.{name}")
+                # max |x| is NaN/Inf exactly when some element is (a reduction, no per-element mask)
+                peaks.append(torch.linalg.vector_norm(tensor.detach(), ord=math.inf).float().cpu())
+    if not peaks:
+        return None
+    finite = torch.isfinite(torch.stack(peaks))
+    if bool(finite.all()):
+        return None
+    return names[int((~finite).nonzero()[0, 0])]
 
 
 @dataclass

@@ -105,7 +105,7 @@ def plot_curves(events: list[dict[str, Any]], out_png: Path | str, *, best_epoch
     if epochs:
         ax.plot(
             [e["epoch"] for e in epochs],
-            [_float(e["train/mel"]) for e in epochs],
+            [_float(e.get("train/mel", math.nan)) for e in epochs],
             "-",
             color="tab:blue",
             label="train mel L1 (random segments)",
@@ -113,7 +113,7 @@ def plot_curves(events: list[dict[str, Any]], out_png: Path | str, *, best_epoch
     if vals:
         ax.plot(
             [e["epoch"] for e in vals],
-            [_float(e["val/mel"]) for e in vals],
+            [_float(e.get("val/mel", math.nan)) for e in vals],
             "o-",
             color="tab:orange",
             label="val mel L1 (inference path)",

@@ -23,6 +23,7 @@ def mel_to_image(mel: np.ndarray | torch.Tensor) -> np.ndarray:
     )
     if arr.ndim != 2:
         raise ValueError(f"mel must be (n_mels, T), got {arr.shape}")
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(np.min(arr)), float(np.max(arr))
     norm = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     rgb = matplotlib.colormaps["viridis"](norm[::-1])[..., :3]
@@ -61,14 +62,9 @@ class TensorBoardLogger:
         """`wave`: (L,) float in [-1, 1]."""
         if self.writer is None:
             return
-        data = (
-            wave.detach().float().cpu().reshape(-1)
-            if isinstance(wave, torch.Tensor)
-            else torch.as_tensor(wave)
-        )
-        self.writer.add_audio(
-            tag, data.clamp(-1, 1).reshape(1, -1), global_step=step, sample_rate=sample_rate
-        )
+        data = wave.detach().cpu() if isinstance(wave, torch.Tensor) else torch.as_tensor(wave)
+        data = torch.nan_to_num(data.float().reshape(1, -1), nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1, 1)
+        self.writer.add_audio(tag, data, global_step=step, sample_rate=sample_rate)
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -1,0 +1,410 @@
+"""`gsv-train prepare --from-official logs/<exp>`: import a folder made by the official preparation.
+
+Reads (facts §1):
+
+- `2-name2text.txt`: UTF-8, one clip per line, ``name \\t phones \\t word2ph \\t norm_text``; phones are
+  space-separated symbols, word2ph the repr of a list of ints or `None`. Like the official loaders, a line
+  without exactly 4 tab fields is skipped; here each such line is reported (file:line). When a name occurs
+  twice the later line wins (official dict semantics), with a warning.
+- `4-cnhubert/<name>.pt`: a torch tensor (1, 768, T) (fp16 or fp32), loaded with
+  `torch.load(weights_only=True)` (no arbitrary unpickling).
+- `5-wav32k/<name>`: int16 32 kHz mono WAV. `<name>` is the wav's basename with its extension.
+
+Like the official `TextAudioSpeakerLoader`, only names present in all three are used; every other name is
+reported with what is missing. Per clip:
+
+- the wav is copied byte for byte to `wavs/<id>.wav` when it is already 32 kHz mono 16-bit PCM WAV (else
+  decoded, resampled to 32 kHz and written as such, with a warning), `<id>` = the name without its
+  extension, made file-system safe (and unique);
+- the linear spectrogram is computed from it (`data.prepare.compute_spec`, float16 by default);
+- the features are aligned to the spectrogram with the official one-frame rule (`features.align_to_spec`)
+  and saved as (768, n_frames) float16;
+- phone ids come from the official table of `prepare.text.version`; a phone outside it skips the clip
+  (the official loader would drop it too);
+- clips shorter than `prepare.min_clip_seconds` or of 54 s and more (the official loader's limit) are
+  skipped.
+
+The import has no model to run and is redone completely on every call (files are rewritten atomically;
+files of clips that are no longer part of the import are removed). Language and speaker come from the
+official `.list` when one is given (`list_file`), else the language is inferred from the phones and the
+speaker is the experiment folder's name. `norm_text` is also used as the clip's `text` (the original
+transcript is not part of the experiment folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gptsovits_train.config import Config
+from gptsovits_train.data.manifest import Clip, write_manifest
+from gptsovits_train.data.prepare import compute_spec
+from gptsovits_train.data.report import PrepareReport, write_report_json, write_report_png
+from gptsovits_train.data.report_types import Skipped, WarningItem
+from gptsovits_train.data.sources import safe_id
+from gptsovits_train.data.split import SplitItem, assign_split
+from gptsovits_train.errors import GsvError
+from gptsovits_train.features.extract import FeatureStamp
+from gptsovits_train.features.hubert import FeatureAlignmentError, align_to_spec
+from gptsovits_train.fileio import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
+from gptsovits_train.layout import DatasetLayout
+from gptsovits_train.text import symbols as sym
+
+LOG = logging.getLogger(__name__)
+
+STAGE = "official-import"
+NAME2TEXT = "2-name2text.txt"
+HUBERT_DIR = "4-cnhubert"
+WAV_DIR = "5-wav32k"
+#: The official loader keeps clips with 0.6 < duration < 54 s.
+MAX_SECONDS = 54.0
+_LIST_LANGS = {"zh": "zh", "ja": "ja", "jp": "ja", "en": "en", "ko": "ko", "yue": "yue"}
+
+
+@dataclass(frozen=True)
+class Name2TextEntry:
+    """One parsed line of `2-name2text.txt`."""
+
+    name: str
+    phones: list[str]
+    word2ph: list[int] | None
+    norm_text: str
+    line: int
+
+
+def parse_name2text(path: Path) -> tuple[dict[str, Name2TextEntry], list[Skipped], list[WarningItem]]:
+    """Parse `2-name2text.txt` the way the official loaders read it, reporting what they silently drop.
+
+    Returns:
+        (entries by name, skipped lines, warnings). Blank lines are ignored without a report.
+    """
+    entries: dict[str, Name2TextEntry] = {}
+    skipped: list[Skipped] = []
+    warnings: list[WarningItem] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GsvError(f"{path} is not UTF-8 ({exc})") from None
+    for lineno, line in enumerate(text.strip("\n").split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        where = f"{path.name}:{lineno}"
+        if len(fields) != 4:
+            skipped.append(Skipped(where, f"{len(fields)} tab-separated fields, expected 4", STAGE))
+            continue
+        name, phones_s, word2ph_s, norm_text = fields
+        word2ph: list[int] | None = None
+        if word2ph_s.strip() != "None":
+            try:
+                parsed = json.loads(word2ph_s)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list) and all(isinstance(x, int) for x in parsed):
+                word2ph = parsed
+            else:
+                message = f"word2ph {word2ph_s[:40]!r} is not a list of ints; ignored"
+                warnings.append(WarningItem(where, message, STAGE))
+        if name in entries:
+            warnings.append(
+                WarningItem(where, f"{name} also on line {entries[name].line}; the later line is used", STAGE)
+            )
+        entries[name] = Name2TextEntry(name, phones_s.split(" "), word2ph, norm_text, lineno)
+    return entries, skipped, warnings
+
+
+def _arpabet() -> set[str]:
+    return (
+        {v + s for v in sym.ARPA_VOWELS for s in "012"} | set(sym.ARPA_UNSTRESSED) | set(sym.ARPA_CONSONANTS)
+    )
+
+
+def guess_language(phones: list[str], word2ph: list[int] | None) -> str:
+    """The language of an official phone sequence (only metadata: the phones are used as they are)."""
+    core = [p for p in phones if p not in sym.PUNCTUATION and p not in sym.SPECIAL]
+    arpa = _arpabet()
+    if any(p.startswith("Y") and p not in arpa for p in core):
+        return "yue"
+    if any(p in sym.KO_SYMBOLS for p in core):
+        return "ko"
+    if core and all(p in arpa for p in core):
+        return "en"
+    if word2ph is not None:
+        return "zh"
+    ja = set(sym.JA_PHONES) | set(sym.JA_PITCH_MARKS)
+    if core and all(p in ja for p in core):
+        return "ja"
+    return "zh"
+
+
+def read_official_list(path: Path) -> dict[str, tuple[str, str]]:
+    """Official `.list` (``wav_path|speaker|LANG|text``) → basename → (speaker, language)."""
+    out: dict[str, tuple[str, str]] = {}
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        fields = line.split("|")
+        if len(fields) != 4:
+            continue
+        lang = _LIST_LANGS.get(fields[2].strip().lower())
+        if lang is None:
+            continue
+        out[Path(fields[0].replace("\\", "/")).name] = (fields[1].strip(), lang)
+    return out
+
+
+def _load_ssl(path: Path, hidden_size: int) -> np.ndarray:
+    """(C, T) float32 features of one `.pt` file; ValueError with the reason when unusable."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load {HUBERT_DIR}/{path.name} ({first})") from None
+    if not isinstance(obj, torch.Tensor):
+        raise ValueError(f"{HUBERT_DIR}/{path.name} holds a {type(obj).__name__}, not a tensor")
+    t = obj
+    if t.dim() == 3 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 2 or t.shape[0] != hidden_size or not t.is_floating_point():
+        raise ValueError(
+            f"{HUBERT_DIR}/{path.name} has shape {tuple(obj.shape)} {obj.dtype}, "
+            f"expected (1, {hidden_size}, T) float"
+        )
+    arr = t.float().numpy()
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{HUBERT_DIR}/{path.name} contains NaN/Inf")
+    return arr
+
+
+def _import_wav(src: Path, target: Path, sample_rate: int) -> tuple[np.ndarray, str | None]:
+    """Place the clip at `target`; returns its int16 samples and a warning when it had to be converted."""
+    import soundfile as sf
+
+    from gptsovits_train.audio.io import AudioLoadError, load_audio, resample, to_pcm16, wav_bytes_pcm16
+
+    try:
+        info = sf.info(str(src))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise ValueError(f"cannot read {WAV_DIR}/{src.name} ({exc})") from None
+    as_is = (info.samplerate, info.channels, info.subtype, info.format) == (sample_rate, 1, "PCM_16", "WAV")
+    if as_is:
+        pcm, _ = sf.read(str(src), dtype="int16", always_2d=False)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
+        return np.asarray(pcm, dtype=np.int16), None
+    try:
+        audio = load_audio(src)
+    except AudioLoadError as exc:
+        raise ValueError(f"cannot read {WAV_DIR}/{src.name} ({exc})") from None
+    wave = resample(audio.samples, audio.sample_rate, sample_rate)
+    pcm = to_pcm16(wave)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(wav_bytes_pcm16(pcm, sample_rate))
+    note = f"{info.samplerate} Hz {info.channels} ch {info.subtype} converted to {sample_rate} Hz mono PCM_16"
+    return pcm, note
+
+
+def _check_dirs(exp: Path, layout: DatasetLayout, force: bool) -> None:
+    if not exp.is_dir():
+        raise GsvError(f"official experiment folder not found: {exp}")
+    missing = [n for n in (NAME2TEXT, HUBERT_DIR, WAV_DIR) if not (exp / n).exists()]
+    if missing:
+        raise GsvError(
+            f"{exp} is not a finished official experiment folder: no {', '.join(missing)} "
+            "(run the official steps 1a and 1b first)"
+        )
+    root = layout.root.absolute()
+    exp_abs = exp.absolute()
+    if root == exp_abs or exp_abs in root.parents or root in exp_abs.parents:
+        raise GsvError(f"--out {layout.root} must be outside the official folder {exp}")
+    if root.is_dir() and any(root.iterdir()):
+        ours = layout.manifest.is_file() or layout.work_dir.is_dir()
+        if not ours:
+            raise GsvError(
+                f"{layout.root} is not empty and is not a gsv-train dataset; choose an empty folder"
+            )
+        stamp = layout.import_stamp
+        previous = None
+        if stamp.is_file():
+            try:
+                previous = json.loads(stamp.read_text(encoding="utf-8")).get("exp_dir")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                previous = None
+        if previous != str(exp_abs) and not force:
+            made_from = f"the official folder {previous}" if previous else "other sources"
+            raise GsvError(
+                f"{layout.root} already holds a dataset made from {made_from}; choose another folder "
+                "or pass --force to replace it"
+            )
+
+
+def import_official(
+    exp_dir: Path | str,
+    out_dir: Path | str,
+    cfg: Config,
+    *,
+    list_file: Path | str | None = None,
+    force: bool = False,
+) -> PrepareReport:
+    """Import an official experiment folder into a gsv-train dataset (see module doc).
+
+    Args:
+        exp_dir: `logs/<exp>` of the official tool.
+        out_dir: dataset folder to write.
+        cfg: configuration (audio, split, min clip length, feature size, text version).
+        list_file: the official `.list` the folder was made from (language and speaker per clip).
+        force: replace a dataset in `out_dir` that was not imported from `exp_dir`.
+    Returns:
+        the report (also written as report.json / report.png).
+    Raises:
+        GsvError: not an official folder, unusable output folder, no usable clip.
+    """
+    t0 = time.perf_counter()
+    exp = Path(exp_dir)
+    layout = DatasetLayout(Path(out_dir))
+    _check_dirs(exp, layout, force)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    acfg, pcfg = cfg.audio, cfg.prepare
+    version = pcfg.text.version
+    table = sym.symbol_to_id(version)
+
+    entries, skipped, warnings = parse_name2text(exp / NAME2TEXT)
+    names4 = {p.name[:-3] for p in (exp / HUBERT_DIR).iterdir() if p.is_file() and p.name.endswith(".pt")}
+    names5 = {p.name for p in (exp / WAV_DIR).iterdir() if p.is_file()}
+    listed = read_official_list(Path(list_file)) if list_file is not None else {}
+    for name in sorted((names4 | names5) - set(entries)):
+        skipped.append(Skipped(name, f"not in {NAME2TEXT}", STAGE))
+
+    clips: list[Clip] = []
+    used_ids: set[str] = set()
+    for name in sorted(entries):
+        entry = entries[name]
+        if name not in names4 or name not in names5:
+            absent = [f"{HUBERT_DIR}/{name}.pt"] if name not in names4 else []
+            absent += [f"{WAV_DIR}/{name}"] if name not in names5 else []
+            skipped.append(Skipped(name, f"no {' or '.join(absent)}", STAGE))
+            continue
+        unknown = sorted({p for p in entry.phones if p not in table})
+        if unknown:
+            shown = " ".join(repr(p) for p in unknown[:5])
+            skipped.append(Skipped(name, f"phones not in the {version} table: {shown}", STAGE))
+            continue
+        base = safe_id(Path(name).stem)
+        clip_id, k = base, 2
+        while clip_id in used_ids:
+            clip_id, k = f"{base}_{k}", k + 1
+        try:
+            pcm, note = _import_wav(exp / WAV_DIR / name, layout.wav(clip_id), acfg.sampling_rate)
+        except ValueError as exc:
+            skipped.append(Skipped(name, str(exc), STAGE))
+            continue
+        n = len(pcm)
+        seconds = n / acfg.sampling_rate
+        reason = None
+        if seconds < pcfg.min_clip_seconds:
+            reason = f"shorter than prepare.min_clip_seconds ({seconds:.2f} s < {pcfg.min_clip_seconds:g} s)"
+        elif seconds >= MAX_SECONDS:
+            reason = f"{seconds:.1f} s, the official loader keeps clips under {MAX_SECONDS:g} s"
+        if reason is None:
+            try:
+                ssl = _load_ssl(exp / HUBERT_DIR / f"{name}.pt", pcfg.features.hidden_size)
+                aligned = align_to_spec(ssl, n // acfg.hop_length)
+            except (ValueError, FeatureAlignmentError) as exc:
+                reason = str(exc)
+        if reason is not None:
+            layout.wav(clip_id).unlink(missing_ok=True)
+            skipped.append(Skipped(name, reason, STAGE))
+            continue
+        if note:
+            warnings.append(WarningItem(name, note, STAGE))
+        atomic_save_npy(layout.spec(clip_id), compute_spec(pcm, acfg, pcfg.spec_dtype))
+        atomic_save_npy(layout.ssl(clip_id), np.ascontiguousarray(aligned, dtype=np.float16))
+        speaker, language = listed.get(name, (exp.name, guess_language(entry.phones, entry.word2ph)))
+        used_ids.add(clip_id)
+        clips.append(
+            Clip(
+                id=clip_id,
+                path=layout.relative(layout.wav(clip_id)),
+                source=str((exp / WAV_DIR / name).absolute()),
+                start=0.0,
+                end=seconds,
+                duration=seconds,
+                text=entry.norm_text,
+                language=language,
+                speaker=speaker,
+                n_samples=n,
+                n_frames=n // acfg.hop_length,
+                spec=layout.relative(layout.spec(clip_id)),
+                ssl=layout.relative(layout.ssl(clip_id)),
+                phones=entry.phones,
+                phone_ids=[table[p] for p in entry.phones],
+                word2ph=entry.word2ph,
+                norm_text=entry.norm_text,
+                text_version=version,
+                extra={"official_name": name},
+            )
+        )
+
+    _remove_orphans(layout, used_ids)
+    split = assign_split([SplitItem(c.id, c.n_samples) for c in clips], pcfg.split.val_ratio, pcfg.split.seed)
+    for clip in clips:
+        clip.split = "val" if split[clip.id] == "val" else "train"
+    report = PrepareReport(
+        out_dir=str(layout.root),
+        slice_only=False,
+        clips=clips,
+        skipped=skipped,
+        warnings=warnings,
+        n_sources=len(entries),
+        stages=[STAGE],
+        audio_seconds_processed=sum(c.duration for c in clips),
+    )
+    atomic_write_text(layout.config, cfg.to_yaml())
+    atomic_write_json(
+        layout.import_stamp,
+        {
+            "exp_dir": str(exp.absolute()),
+            "list_file": str(list_file) if list_file else None,
+            "clips": len(clips),
+        },
+    )
+    # provenance of ssl/: the official chinese-hubert-base features (a later feature stage with a model
+    # recomputes them, see features.extract)
+    stamp = FeatureStamp(
+        model=f"official:{(exp / HUBERT_DIR).absolute()}",
+        digest="official-4-cnhubert",
+        random=False,
+        hidden_size=pcfg.features.hidden_size,
+    )
+    atomic_write_json(layout.features_stamp, stamp.to_dict())
+    report.wall_seconds = time.perf_counter() - t0
+    if clips:
+        write_manifest(layout.manifest, clips)
+    else:
+        layout.manifest.unlink(missing_ok=True)
+    write_report_json(layout.report_json, report)
+    write_report_png(layout.report_png, report)
+    if not clips:
+        raise GsvError(
+            f"no usable clip in {exp}: all {len(entries)} entries were skipped (see {layout.report_json})"
+        )
+    LOG.info("imported %d clips from %s (%d skipped)", len(clips), exp, len(skipped))
+    return report
+
+
+def _remove_orphans(layout: DatasetLayout, keep_ids: set[str]) -> None:
+    """Delete clip files of earlier imports whose clip is not part of this one."""
+    folders = ((layout.wavs_dir, "*.wav"), (layout.spec_dir, "*.npy"), (layout.ssl_dir, "*.npy"))
+    for folder, pattern in folders:
+        if folder.is_dir():
+            for f in folder.glob(pattern):
+                if f.stem not in keep_ids:
+                    f.unlink()
