@@ -401,3 +401,21 @@ def test_segment_window_length_matches_config() -> None:
     model = tiny_generator()
     assert model.segment_frames * TINY_HOP == TINY["segment_size"]
     assert math.prod(TINY["upsample_rates"]) == TINY_HOP == model.hop_length
+
+
+def test_discriminator_batched_and_separate_passes_agree() -> None:
+    """D step (y_hat detached: one batched pass) and G step (separate passes) give the same outputs."""
+    torch.manual_seed(0)
+    disc = build_discriminator("v2", periods=(2, 3))
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(2, 1, 1000, generator=g)
+    y_hat = torch.randn(2, 1, 1000, generator=g, requires_grad=True)
+    batched = disc(y, y_hat.detach())
+    separate = disc(y, y_hat)
+    for a_list, b_list in zip(batched[:2], separate[:2], strict=True):
+        for a, b in zip(a_list, b_list, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for a_maps, b_maps in zip(batched[2] + batched[3], separate[2] + separate[3], strict=True):
+        for a, b in zip(a_maps, b_maps, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert [len(f) for f in separate[2]] == [7, 6, 6]

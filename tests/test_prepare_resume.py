@@ -3,6 +3,7 @@ files; --force starts over."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -60,15 +61,16 @@ def test_resume_after_lost_outputs(tmp_path, src):
     manifest = (out / "manifest.jsonl").read_bytes()
     before = snapshot(layout)
     # a crash can leave: a source whose record was never written, a clip file cut short, a stray temp file
-    records = sorted((layout.work_dir / "sources").glob("*.json"))
-    records[0].unlink()
+    records = {json.loads(r.read_text())["source"]: r for r in (layout.work_dir / "sources").glob("*.json")}
+    records[str(src / "LJ001-0004.flac")].unlink()
     (layout.wavs_dir / "LJ001-0006.wav").write_bytes(b"RIFF")  # truncated by a power cut
     (layout.wavs_dir / ".LJ001-0011.wav.tmp-abc").write_bytes(b"partial")
     again = run(src, out)
     assert again.n_sources_reused == 4
     after = snapshot(layout)
     changed = {k for k in before if after.get(k) != before[k]}
-    assert "LJ001-0006.wav" in changed and len(changed) == 4  # two sources redone: wav + spec each
+    # two sources redone (wav + spec each), the others untouched
+    assert changed == {"LJ001-0004.wav", "LJ001-0004.npy", "LJ001-0006.wav", "LJ001-0006.npy"}
     assert (out / "manifest.jsonl").read_bytes() == manifest
     assert stray_files(out) == []
 

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from gptsovits_train.cli import ConfigOpt, QuietOpt, SetOpt, app, fail, load_cli_config
+from gptsovits_train.config import Config
+from gptsovits_train.data.stages import Stage, default_post_audio_stages
 from gptsovits_train.errors import GsvError
 from gptsovits_train.logging_setup import configure_logging
 
@@ -80,6 +82,35 @@ def prepare_command(
     sample: Annotated[
         bool, typer.Option("--sample", help="Use the embedded LJSpeech sample (12 clips, English).")
     ] = False,
+    hubert: Annotated[
+        str | None,
+        typer.Option(
+            "--hubert",
+            help="HF-format chinese-hubert-base folder for content features, or 'random-tiny' (a small "
+            "random HuBERT: checks the pipeline, makes no usable voice). Default: prepare.features.hubert, "
+            "else the files of `gsv-train download-pretrained` when present.",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Device for HuBERT/ASR: auto, cpu or cuda.")
+    ] = None,
+    asr: Annotated[
+        Path | None,
+        typer.Option(
+            "--asr",
+            help="Local Whisper model folder: sources without a transcript are sliced and transcribed.",
+            file_okay=False,
+        ),
+    ] = None,
+    from_official: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-official",
+            help="Import an official GPT-SoVITS experiment folder (logs/<exp> with 2-name2text.txt, "
+            "4-cnhubert/, 5-wav32k/) instead of preparing audio.",
+            file_okay=False,
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Slice, normalise and resample audio to 32 kHz clips, cache spectrograms, split 9:1, write a report."""
@@ -92,9 +123,25 @@ def prepare_command(
         raise typer.BadParameter(
             f"{language!r} is not one of {', '.join(LANGUAGES)}", param_hint="--language"
         )
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"{device!r} is not one of auto, cpu, cuda", param_hint="--device")
+    if asr is not None and not asr.is_dir():
+        raise typer.BadParameter(f"no such folder: {asr}", param_hint="--asr")
+    if from_official is not None and not from_official.is_dir():
+        raise typer.BadParameter(f"no such folder: {from_official}", param_hint="--from-official")
     sources = list(inputs or [])
     transcript_files = list(transcripts or [])
-    if sample:
+    if from_official is not None:
+        if sources or sample or slice_only or asr is not None:
+            raise typer.BadParameter(
+                "--from-official cannot be combined with INPUT, --sample, --slice-only or --asr",
+                param_hint="--from-official",
+            )
+        if len(transcript_files) > 1:
+            raise typer.BadParameter(
+                "with --from-official, give at most one --transcripts .list", param_hint="--transcripts"
+            )
+    elif sample:
         if sources or transcript_files:
             raise typer.BadParameter(
                 "--sample cannot be combined with INPUT or --transcripts", param_hint="--sample"
@@ -114,24 +161,54 @@ def prepare_command(
         split_updates["val_ratio"] = val_ratio
     if split_updates:
         cfg.prepare.split = cfg.prepare.split.model_copy(update=split_updates)
+    feature_updates: dict[str, object] = {}
+    if hubert is not None:
+        feature_updates["hubert"] = hubert
+    if device is not None:
+        feature_updates["device"] = device
+    if feature_updates:
+        cfg.prepare.features = cfg.prepare.features.model_copy(update=feature_updates)
 
     from gptsovits_train.data.prepare import prepare
     from gptsovits_train.data.report import format_summary
 
     try:
-        report = prepare(
-            sources,
-            out,
-            cfg,
-            transcripts=transcript_files,
-            language=language,
-            speaker=speaker,
-            workers=workers,
-            val_list=val_list,
-            slice_only=slice_only,
-            force=force,
-            progress=not quiet,
-        )
+        if from_official is not None:
+            from gptsovits_train.data.official_import import import_official
+
+            report = import_official(
+                from_official,
+                out,
+                cfg,
+                list_file=transcript_files[0] if transcript_files else None,
+                force=force,
+            )
+        else:
+            if not slice_only:
+                _resolve_hubert(cfg)
+            stages: list[Stage] | None = None
+            if asr is not None:
+                from gptsovits_train.asr import AsrStage
+
+                stages = [
+                    AsrStage(asr, device=cfg.prepare.features.device),
+                    *default_post_audio_stages(cfg),
+                ]
+            report = prepare(
+                sources,
+                out,
+                cfg,
+                transcripts=transcript_files,
+                language=language,
+                speaker=speaker,
+                workers=workers,
+                val_list=val_list,
+                slice_only=slice_only,
+                keep_untranscribed=asr is not None,
+                force=force,
+                stages=stages,
+                progress=not quiet,
+            )
     except GsvError as exc:
         raise fail(str(exc)) from None
     if not quiet:
@@ -143,8 +220,28 @@ def prepare_command(
             f" ({len(report.skipped)} skipped, {report.n_warnings} warnings)"
         )
     else:
+        if not cfg.prepare.features.hubert:
+            typer.secho(
+                "note: no HuBERT model given, so no content features were computed and `fit` will refuse "
+                "this dataset; run `gsv-train download-pretrained` or pass --hubert DIR (or 'random-tiny' "
+                "for a pipeline check), then run prepare again (finished work is kept).",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
         m = report.minutes()
         typer.echo(
             f"prepared {report.n_clips} clips ({m['train']:.1f} min train, {m['val']:.1f} min val) in {out}; "
             f"{len(report.skipped)} skipped, {report.n_warnings} warnings (details in {out}/report.json)"
         )
+
+
+def _resolve_hubert(cfg: Config) -> None:
+    """Use the downloaded chinese-hubert-base when neither --hubert nor the config names a model."""
+    if cfg.prepare.features.hubert:
+        return
+    from gptsovits_train.pretrained import find_pretrained
+
+    found = find_pretrained()
+    if found is not None and found.hubert_dir is not None:
+        LOG.info("using the downloaded HuBERT in %s", found.hubert_dir)
+        cfg.prepare.features = cfg.prepare.features.model_copy(update={"hubert": str(found.hubert_dir)})

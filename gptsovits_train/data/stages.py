@@ -61,9 +61,17 @@ def stage_name(stage: Stage) -> str:
 def default_post_audio_stages(cfg: Config) -> list[Stage]:
     """The stages `prepare` runs after the audio stage when the caller passes none, in order.
 
-    Registration point for the text stage (phonemes via `gptsovits_train.text.g2p`) and the feature
-    stage (HuBERT features in `ssl/<id>.npy`, when `cfg.prepare.features.hubert` is set). Until those
-    are added here, the dataset holds audio, spectrograms and transcripts only.
+    1. text: phonemes via `gptsovits_train.text.g2p` (`data.phonemize.phonemize_clips`);
+    2. features: HuBERT content features in `ssl/<id>.npy` (`features.extract_features`), only when
+       `cfg.prepare.features.hubert` names a model folder (or `random-tiny`); without one the dataset has
+       no features and `fit` refuses it with a message saying what to run.
+    An ASR stage, when asked for, runs before these (see `commands/prepare.py`).
     """
-    stages: list[Stage] = []
+    from gptsovits_train.data.phonemize import phonemize_clips
+
+    stages: list[Stage] = [phonemize_clips]
+    if cfg.prepare.features.hubert:
+        from gptsovits_train.features import extract_features
+
+        stages.append(extract_features)
     return stages

@@ -117,16 +117,26 @@ class MultiPeriodDiscriminator(nn.Module):
         """
         if y.shape != y_hat.shape:
             raise ValueError(f"y {tuple(y.shape)} and y_hat {tuple(y_hat.shape)} must have the same shape")
-        b = y.shape[0]
-        both = torch.cat([y, y_hat], dim=0)  # one pass per sub-discriminator (no batch-dependent layers)
         real_scores: Scores = []
         fake_scores: Scores = []
         real_fmaps: FeatureMaps = []
         fake_fmaps: FeatureMaps = []
+        # D step (y_hat detached): both halves are backpropagated, so one batched pass per sub-discriminator
+        # is cheaper. G step (y_hat has a gradient): separate passes, so autograd never backpropagates
+        # through the real half, which the official losses use only detached (a batched pass would).
+        batched = not y_hat.requires_grad
+        b = y.shape[0]
+        both = torch.cat([y, y_hat], dim=0) if batched else None
         for d in self.discriminators:
-            scores, fmaps = d(both)
-            real_scores.append(scores[:b])
-            fake_scores.append(scores[b:])
-            real_fmaps.append([f[:b] for f in fmaps])
-            fake_fmaps.append([f[b:] for f in fmaps])
+            if both is not None:
+                scores, fmaps = d(both)
+                s_r, s_g = scores[:b], scores[b:]
+                f_r, f_g = [f[:b] for f in fmaps], [f[b:] for f in fmaps]
+            else:
+                s_r, f_r = d(y)
+                s_g, f_g = d(y_hat)
+            real_scores.append(s_r)
+            fake_scores.append(s_g)
+            real_fmaps.append(f_r)
+            fake_fmaps.append(f_g)
         return real_scores, fake_scores, real_fmaps, fake_fmaps

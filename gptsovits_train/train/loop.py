@@ -93,6 +93,9 @@ class StepInfo:
     values: dict[str, float]
     generator: nn.Module
     discriminator: nn.Module
+    data_wait_s: float  # time this step waited for its batch
+    step_time_s: float  # time of the step itself (forward, backward, updates)
+    batch_size: int
 
 
 class ValidateFn(Protocol):
@@ -422,8 +425,10 @@ def _fit(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
-        G_train = DDP(G, device_ids=ids, find_unused_parameters=True)
-        D_train = DDP(D, device_ids=ids, find_unused_parameters=True)
+        # Every trainable parameter takes part in each forward (the frozen ones have requires_grad=False),
+        # so DDP needs no unused-parameter search (the official trainer pays for one).
+        G_train = DDP(G, device_ids=ids, find_unused_parameters=False)
+        D_train = DDP(D, device_ids=ids, find_unused_parameters=False)
 
     # ------------------------------------------------------------------ 4. fresh start or resume
     step, start_epoch, batches_done = 0, 1, 0
@@ -603,7 +608,8 @@ def _fit(
             )
             t_fetch = time.perf_counter()
             for cpu_batch in loader:
-                data_wait += time.perf_counter() - t_fetch
+                t_got = time.perf_counter()
+                data_wait += t_got - t_fetch
                 batch = cpu_batch.to(device, non_blocking=True)
                 result = train_step(
                     G_train,
@@ -650,7 +656,19 @@ def _fit(
                     refresh=False,
                 )
                 if on_step is not None:
-                    on_step(StepInfo(epoch, step, batches_done, result.values, G, D))
+                    on_step(
+                        StepInfo(
+                            epoch,
+                            step,
+                            batches_done,
+                            result.values,
+                            G,
+                            D,
+                            data_wait_s=t_got - t_fetch,
+                            step_time_s=time.perf_counter() - t_got,
+                            batch_size=batch.size,
+                        )
+                    )
                 if any_true(signals.requested, ctx):
                     interrupted = True
                     break
