@@ -13,6 +13,7 @@ Defaults are the official v2 values; `configs/base.yaml` documents every field.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -262,7 +263,7 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _check_buckets(self) -> TrainConfig:
         b = self.bucket_boundaries
-        if len(b) < 2 or any(x >= y for x, y in zip(b, b[1:], strict=False)) or b[0] < 1:
+        if len(b) < 2 or any(x >= y for x, y in itertools.pairwise(b)) or b[0] < 1:
             raise ValueError("bucket_boundaries must be at least 2 strictly increasing positive frame counts")
         return self
 

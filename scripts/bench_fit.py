@@ -49,7 +49,9 @@ def main() -> None:
             from tests.fit_helpers import make_dataset
 
             n_val = 1
-            dataset = str(make_dataset(Path(tmp) / "ds", n_train=args.clips - n_val, n_val=n_val, max_seconds=None).root)
+            dataset = str(
+                make_dataset(Path(tmp) / "ds", n_train=args.clips - n_val, n_val=n_val, max_seconds=None).root
+            )
         total = args.warmup + args.steps
         cfg = load_config(
             args.config,

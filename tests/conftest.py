@@ -14,6 +14,19 @@ SAMPLE = REPO / "gptsovits_train" / "sample_data"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread for the whole suite.
+
+    The tests run tiny models whose ops are far too small to gain from intra-op parallelism, and
+    OpenMP's spinning threads turn a 25 ms forward into seconds whenever another process (a DataLoader
+    worker, a prepare pool, a DDP peer, another job) competes for the two cores.
+    """
+    del config
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """`../shared` beside the repository (reference fixtures and LJSpeech mini)."""

@@ -1,4 +1,4 @@
-"""CheckpointManager: best/last/top-k, NaN handling, eviction order, weights_only loading, state round trip."""
+"""CheckpointManager: best/last/top-k, NaN handling, eviction order, weights_only loading, state."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def test_best_last_topk_through_a_run(tmp_path):
     state = torch.load(layout.last, weights_only=True)
     assert state["best"]["epoch"] == 7
     assert state["top_k"]["best_k"] == {"epoch_0007.pt": 0.41, "epoch_0009.pt": 0.45}
-    assert torch.equal(torch.load(layout.best, weights_only=True)["generator"]["dec.weight"], torch.full((3, 2), 7.0))
+    assert torch.equal(
+        torch.load(layout.best, weights_only=True)["generator"]["dec.weight"], torch.full((3, 2), 7.0)
+    )
 
 
 def test_nan_weights_are_never_saved(tmp_path):

@@ -1,4 +1,4 @@
-"""Training dataset: dataset checks, loading, official collate padding, length-bucketed (distributed) batches."""
+"""Training dataset: checks, loading, official collate padding, length-bucketed (distributed) batches."""
 
 from __future__ import annotations
 
@@ -125,7 +125,9 @@ def test_collate_official_padding_and_order():
     assert even.spec.shape[-1] == 76  # 2 * (74 // 2 + 1): even lengths gain 2 frames, as official
 
 
-@pytest.mark.parametrize(("n", "min_items", "expected"), [(11, 100, 10), (100, 100, 1), (60, 100, 2), (1, 3, 3)])
+@pytest.mark.parametrize(
+    ("n", "min_items", "expected"), [(11, 100, 10), (100, 100, 1), (60, 100, 2), (1, 3, 3)]
+)
 def test_repeats_for(n, min_items, expected):
     assert repeats_for(n, min_items) == expected
     assert n * repeats_for(n, min_items) >= min_items

@@ -33,7 +33,11 @@ def _free_port() -> int:
 
 def _worker(rank: int, port: int, cfg_dict: dict, run_dir: str, out_dir: str) -> None:
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     result = fit(config_from_dict(cfg_dict), run_dir, progress=False)

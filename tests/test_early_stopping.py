@@ -128,7 +128,13 @@ def test_mode_max():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "median"}, {"patience": 0}, {"min_delta": -1.0}, {"min_delta": math.inf}, {"warmup_epochs": -1}],
+    [
+        {"mode": "median"},
+        {"patience": 0},
+        {"min_delta": -1.0},
+        {"min_delta": math.inf},
+        {"warmup_epochs": -1},
+    ],
 )
 def test_constructor_validates(kwargs):
     with pytest.raises(ValueError):

@@ -60,4 +60,7 @@ def test_nan_steps_are_skipped_then_rolled_back(tmp_path):
     for path in layout.ckpt_dir.glob("*.pt"):
         state = torch.load(path, weights_only=True)
         assert state["epoch"] != 1, path
-        assert first_nonfinite({"generator": state["generator"], "discriminator": state["discriminator"]}) is None
+        assert (
+            first_nonfinite({"generator": state["generator"], "discriminator": state["discriminator"]})
+            is None
+        )

@@ -35,7 +35,9 @@ def test_metrics_log_and_rewind(tmp_path):
 
 
 def test_summary_is_strict_json(tmp_path):
-    path = write_summary(tmp_path / "summary.json", {"best": {"value": float("inf")}, "x": [1.0, float("nan")]})
+    path = write_summary(
+        tmp_path / "summary.json", {"best": {"value": float("inf")}, "x": [1.0, float("nan")]}
+    )
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data == {"best": {"value": "inf"}, "x": [1.0, "nan"]}
 
@@ -43,9 +45,13 @@ def test_summary_is_strict_json(tmp_path):
 def test_curves_png(tmp_path):
     events = []
     for epoch in range(1, 14):
-        events.append({"event": "epoch", "epoch": epoch, "step": epoch, "train/mel": 1.0 / epoch, "lr/g": 1e-4})
+        events.append(
+            {"event": "epoch", "epoch": epoch, "step": epoch, "train/mel": 1.0 / epoch, "lr/g": 1e-4}
+        )
     for epoch, value in zip(SEED_EPOCHS, SEED_VALUES, strict=True):
-        events.append({"event": "val", "epoch": epoch, "step": epoch, "val/mel": value, "val/recon": value + 0.1})
+        events.append(
+            {"event": "val", "epoch": epoch, "step": epoch, "val/mel": value, "val/recon": value + 0.1}
+        )
     out = plot_curves(events, tmp_path / "curves.png", best_epoch=7)
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_curves([], tmp_path / "none.png", best_epoch=None) is None

@@ -66,11 +66,17 @@ def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("ds"), n_train=2, n_val=1, max_seconds=1.2)
 
 
-def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, dataset):
-    run_a, run_b = tmp_path / "a", tmp_path / "b"
-    result_a = fit(_cfg(dataset.root, 3), run_a, progress=False)
-    assert result_a.steps == 6 and result_a.stop_reason == "max_epochs"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, dataset):
+    """Run A: 3 epochs in one go."""
+    run = tmp_path_factory.mktemp("a") / "run"
+    result = fit(_cfg(dataset.root, 3), run, progress=False)
+    assert result.steps == 6 and result.stop_reason == "max_epochs"
+    return run
 
+
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, dataset, uninterrupted):
+    run_a, run_b = uninterrupted, tmp_path / "b"
     first = fit(_cfg(dataset.root, 2), run_b, progress=False)
     assert first.stop_reason == "max_epochs" and first.steps == 4
 
@@ -81,7 +87,11 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, dataset):
     second = fit(_cfg(dataset.root, 3), run_b, resume=True, progress=False, on_step=interrupt_at_step_5)
     assert second.stop_reason == "interrupted" and second.steps == 5
     mid = torch.load(RunLayout(run_b).last, weights_only=True)
-    assert mid["epoch"] == 3 and mid["progress"] == {**mid["progress"], "epoch_finished": False, "batches_done": 1}
+    assert mid["epoch"] == 3 and mid["progress"] == {
+        **mid["progress"],
+        "epoch_finished": False,
+        "batches_done": 1,
+    }
 
     third = fit(_cfg(dataset.root, 3), run_b, resume=True, progress=False)
     assert third.steps == 6 and third.stop_reason == "max_epochs"
@@ -94,7 +104,12 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, dataset):
         for key in ("generator", "discriminator", "optim_g", "optim_d", "scheduler_g", "scheduler_d"):
             assert_same_tensors(a[key], b[key], f"{name}.{key}")
         assert_same_tensors(a["early_stopping"], b["early_stopping"], f"{name}.early_stopping")
-        assert (a["epoch"], a["step"], a["metrics"], a["best"]) == (b["epoch"], b["step"], b["metrics"], b["best"])
+        assert (a["epoch"], a["step"], a["metrics"], a["best"]) == (
+            b["epoch"],
+            b["step"],
+            b["metrics"],
+            b["best"],
+        )
         assert_same_tensors(a["rng"], b["rng"], f"{name}.rng")
 
     # the logged curves are the same too (no duplicated events from the interrupted epoch)
@@ -106,16 +121,17 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, dataset):
     assert sb["reload_matches_best"] is True
 
 
-def test_resume_refuses_a_changed_model_and_a_missing_run(tmp_path, dataset):
+def test_resume_refusals_leave_the_run_untouched(tmp_path, dataset, uninterrupted):
     with pytest.raises(GsvError, match="nothing to resume"):
         fit(_cfg(dataset.root, 1), tmp_path / "none", resume=True, progress=False)
-    run = tmp_path / "run"
-    fit(_cfg(dataset.root, 1), run, progress=False)
+    layout = RunLayout(uninterrupted)
+    before = {p: p.stat().st_mtime_ns for p in (layout.config, layout.last, layout.summary)}
     with pytest.raises(GsvError, match="already holds a run"):
-        fit(_cfg(dataset.root, 1), run, progress=False)
+        fit(_cfg(dataset.root, 3), uninterrupted, progress=False)
     changed = load_config(
         CONFIGS / "tiny.yaml",
         [f"train.dataset={dataset.root}", "model.segment_size=1280", "model.hidden_channels=48"],
     )
     with pytest.raises(GsvError, match=r"model section changed .*hidden_channels"):
-        fit(changed, run, resume=True, progress=False)
+        fit(changed, uninterrupted, resume=True, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in before} == before

@@ -204,16 +204,20 @@ def _init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, 
             reports[role] = "random init"
             continue
         wf = read_weights(path)
-        if wf.role != role:
-            raise GsvError(
-                f"{path}: holds {wf.role} weights, but train.pretrained_s2{role[0].upper()} needs {role}"
-            )
+        state = wf.state
+        if role == "discriminator" and wf.run is not None:  # a gsv-train run checkpoint holds both
+            if wf.run.discriminator is None:
+                raise GsvError(f"{path}: this run checkpoint holds no discriminator")
+            state = wf.run.discriminator
+        elif wf.role != role:
+            key = "pretrained_s2G" if role == "generator" else "pretrained_s2D"
+            raise GsvError(f"{path}: holds {wf.role} weights, but train.{key} needs {role} weights")
         allow = EXPORT_DROPPED_PATTERNS if (role == "generator" and wf.kind == "official-export") else ()
         if allow:
             LOG.warning(
                 "%s is an exported model without enc_q: the posterior encoder starts from random init", path
             )
-        report = load_state_dict_strict(module, wf.state, allow_missing=allow, what=f"{path} ({role})")
+        report = load_state_dict_strict(module, state, allow_missing=allow, what=f"{path} ({role})")
         reports[role] = f"{path}: {report.summary()}"
         LOG.info("initialised the %s from %s (%s)", role, path, report.summary())
     if t.pretrained_s2G is None:
@@ -363,9 +367,6 @@ def _fit(
         val_ds, val_indices(len(val_ds), ctx.rank, ctx.world_size), num_workers=t.num_workers
     )
     batches_per_epoch = sampler.num_batches
-    if main:  # the data is usable: now the run folder may be created
-        layout.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(layout.config, cfg.to_yaml())
     train_minutes = sum(c.duration for c in splits.train) / 60
     LOG.info(
         "data: %d train clips (%.1f min), %d validation clips; %d item(s)/epoch (x%d), "
@@ -482,6 +483,9 @@ def _fit(
     else:
         seed_everything(t.seed + ctx.rank)
 
+    if main:  # data, models and any resume state are usable: the run folder gets this config
+        layout.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(layout.config, cfg.to_yaml())
     metrics = MetricsLog(layout.metrics, enabled=main)
     if resume and main:
         metrics.rewind(step, start_epoch - 1)
