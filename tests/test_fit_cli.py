@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -101,3 +106,47 @@ def test_fit_cli_errors(tmp_path, dataset):
     )
     assert no_dataset.exit_code == 1 and "train.dataset is not set" in no_dataset.output
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_sigterm_saves_last_and_exits_cleanly(tmp_path, dataset):
+    """A real SIGTERM to a running `gsv-train fit` process: it stops after the step, writes last.pt and the
+    summary (best weights reloaded), and exits with 128 + 15."""
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gptsovits_train",
+        "fit",
+        "--config",
+        str(CONFIGS / "tiny.yaml"),
+        "--set",
+        f"train.dataset={dataset.root}",
+        "--set",
+        "train.epochs=50",
+        "--run-dir",
+        str(run),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ)
+    metrics = RunLayout(run).metrics
+    deadline = time.monotonic() + 120
+    try:
+        # wait until epoch 1 was validated (so a best exists) and the run is training again
+        while time.monotonic() < deadline and proc.poll() is None:
+            events = read_metrics(metrics) if metrics.is_file() else []
+            if any(e["event"] == "val" for e in events) and events[-1]["event"] == "step":
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "--resume" in out
+    summary = json.loads(RunLayout(run).summary.read_text())
+    assert summary["stop_reason"] == "interrupted" and "SIGTERM" in summary["stop_message"]
+    assert summary["reload_matches_best"] is True
+    last = torch.load(RunLayout(run).last, weights_only=True)
+    assert last["step"] == summary["steps"] and last["progress"]["epoch_finished"] is False

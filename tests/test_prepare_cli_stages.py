@@ -33,7 +33,8 @@ def _no_downloaded_models(tmp_path, monkeypatch):
 
 def test_sample_with_hubert_has_everything_fit_needs(tmp_path, tiny_hubert, reference_dir):
     out = tmp_path / "ds"
-    result = runner.invoke(app, ["prepare", "--sample", "--out", str(out), "--hubert", str(tiny_hubert), "-q"])
+    args = ["prepare", "--sample", "--out", str(out), "--hubert", str(tiny_hubert), "-q"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     layout = DatasetLayout(out)
     clips = read_manifest(layout.manifest)
@@ -63,9 +64,8 @@ def test_asr_transcribes_sources_without_text(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     # Two real recordings with no transcript anywhere.
-    for flac in sorted((Path(__file__).resolve().parents[1] / "gptsovits_train/sample_data/wavs").glob("*.flac"))[
-        :2
-    ]:
+    sample_wavs = Path(__file__).resolve().parents[1] / "gptsovits_train" / "sample_data" / "wavs"
+    for flac in sorted(sample_wavs.glob("*.flac"))[:2]:
         shutil.copy(flac, src / flac.name)
     out = tmp_path / "ds"
     result = runner.invoke(app, ["prepare", str(src), "--out", str(out), "--asr", str(whisper), "-q"])

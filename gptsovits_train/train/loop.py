@@ -48,6 +48,7 @@ from gptsovits_train.train.checkpointing import (
     CheckpointManager,
     load_checkpoint,
 )
+from gptsovits_train.train.cpu_memory import keep_freed_memory
 from gptsovits_train.train.dataset import (
     LengthBucketBatchSampler,
     SoVITSDataset,
@@ -318,6 +319,8 @@ def _fit(
             "or choose another --run-dir"
         )
     precision: Precision = resolve_precision(t.precision, device)
+    if device.type == "cpu":
+        keep_freed_memory()  # glibc: no page-fault storm per step (see cpu_memory.py)
     if device.type == "cuda" and t.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
