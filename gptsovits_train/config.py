@@ -227,6 +227,10 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(None, gt=0)  # max total grad norm per optimizer; null = off (official)
     min_items_per_epoch: int = Field(100, ge=1)  # tiny datasets: an epoch repeats clips up to this
     num_workers: int = Field(2, ge=0)  # DataLoader worker processes
+    # torch intra-op threads on CPU; null = cores per process minus DataLoader workers (at least 1), unless
+    # OMP_NUM_THREADS is set. Spinning OpenMP threads that compete for cores make small CPU steps many times
+    # slower (measured: demo 17 min with 2 threads on a busy 2-core machine, 96 s with 1).
+    cpu_threads: int | None = Field(None, ge=1)
     bucket_boundaries: list[int] = [
         32,
         300,

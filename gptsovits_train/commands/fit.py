@@ -42,7 +42,9 @@ def fit_command(
     best weights and writes the summary; the exit code is then 128 + the signal number.
     """
     rank = int(os.environ.get("RANK", "0"))
-    configure_logging(quiet=quiet or rank != 0)
+    configure_logging(quiet=quiet)
+    if rank != 0:  # under torchrun, rank 0 speaks for the run; the others report errors only
+        logging.getLogger().setLevel(logging.ERROR)
     cfg = load_cli_config(config, overrides)
     if run_dir is None:
         run_dir = Path("runs") / (config.stem if config is not None else "default")

@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 import sys
 
 LOG = logging.getLogger(__name__)
@@ -61,3 +62,19 @@ def keep_freed_memory() -> bool:
     else:
         LOG.debug("mallopt refused a setting: malloc only partly tuned")
     return ok
+
+
+def cpu_threads(
+    configured: int | None, num_workers: int, world_size: int, *, cores: int | None = None
+) -> int | None:
+    """torch intra-op threads for one CPU training process, or None to leave torch's choice alone.
+
+    `configured` (train.cpu_threads) wins; else an explicit OMP_NUM_THREADS is respected (None); else the
+    cores are shared out: cores // processes, minus this process's DataLoader workers, at least 1.
+    """
+    if configured is not None:
+        return configured
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    total = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, total // max(1, world_size) - num_workers)

@@ -48,7 +48,7 @@ from gptsovits_train.train.checkpointing import (
     CheckpointManager,
     load_checkpoint,
 )
-from gptsovits_train.train.cpu_memory import keep_freed_memory
+from gptsovits_train.train.cpu_memory import cpu_threads, keep_freed_memory
 from gptsovits_train.train.dataset import (
     LengthBucketBatchSampler,
     SoVITSDataset,
@@ -321,6 +321,10 @@ def _fit(
     precision: Precision = resolve_precision(t.precision, device)
     if device.type == "cpu":
         keep_freed_memory()  # glibc: no page-fault storm per step (see cpu_memory.py)
+        threads = cpu_threads(t.cpu_threads, t.num_workers, ctx.world_size)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        LOG.info("CPU: %d torch threads per process", torch.get_num_threads())
     if device.type == "cuda" and t.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -489,7 +493,7 @@ def _fit(
     if main:  # data, models and any resume state are usable: the run folder gets this config
         layout.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(layout.config, cfg.to_yaml())
-    metrics = MetricsLog(layout.metrics, enabled=main)
+    metrics = MetricsLog(layout.metrics, enabled=main, time_offset=elapsed_before)
     if resume and main:
         metrics.rewind(step, start_epoch - 1)
     tb = TensorBoardLogger(

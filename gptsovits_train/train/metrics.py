@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,13 @@ def _jsonable(value: Any) -> Any:
 class MetricsLog:
     """Appends events to `metrics.jsonl` (one line each, flushed at once)."""
 
-    def __init__(self, path: Path | str, *, enabled: bool = True) -> None:
+    def __init__(self, path: Path | str, *, enabled: bool = True, time_offset: float = 0.0) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self._t0 = time.monotonic() - time_offset  # `time` continues across resumes
 
     def log(self, event: str, **fields: Any) -> dict[str, Any]:
-        record = {"event": event, **_jsonable(fields)}
+        record = {"event": event, **_jsonable(fields), "time": round(time.monotonic() - self._t0, 3)}
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:
