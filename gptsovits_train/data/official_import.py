@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from gptsovits_train.config import Config
-from gptsovits_train.data.manifest import Clip, write_manifest
+from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.prepare import compute_spec
-from gptsovits_train.data.report import PrepareReport, write_report_json, write_report_png
+from gptsovits_train.data.report import PrepareReport, write_dataset_outputs
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import safe_id
 from gptsovits_train.data.split import SplitItem, assign_split
@@ -386,16 +386,13 @@ def import_official(
     )
     atomic_write_json(layout.features_stamp, stamp.to_dict())
     report.wall_seconds = time.perf_counter() - t0
-    if clips:
-        write_manifest(layout.manifest, clips)
-    else:
-        layout.manifest.unlink(missing_ok=True)
-    write_report_json(layout.report_json, report)
-    write_report_png(layout.report_png, report)
-    if not clips:
-        raise GsvError(
-            f"no usable clip in {exp}: all {len(entries)} entries were skipped (see {layout.report_json})"
-        )
+    write_dataset_outputs(
+        layout,
+        report,
+        clips,
+        empty_message=f"no usable clip in {exp}: all {len(entries)} entries were skipped "
+        f"(see {layout.report_json})",
+    )
     LOG.info("imported %d clips from %s (%d skipped)", len(clips), exp, len(skipped))
     return report
 

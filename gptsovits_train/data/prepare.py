@@ -51,8 +51,8 @@ from gptsovits_train.audio.slicer import (
     trim_edges,
 )
 from gptsovits_train.config import AudioConfig, Config, PrepareConfig
-from gptsovits_train.data.manifest import Clip, write_manifest
-from gptsovits_train.data.report import PrepareReport, write_report_json, write_report_png
+from gptsovits_train.data.manifest import Clip
+from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import Source, SourcePlan, collect_sources
 from gptsovits_train.data.split import SplitItem, assign_split, read_val_list, resolve_val_list
@@ -643,16 +643,13 @@ def prepare(
     report.skipped = skipped
     report.warnings = warnings
     report.wall_seconds = time.perf_counter() - t0
-    if clips:
-        write_manifest(layout.manifest, clips)
-    else:
-        layout.manifest.unlink(missing_ok=True)
-    write_report_json(layout.report_json, report)
-    write_report_png(layout.report_png, report)
-    if not clips:
-        raise GsvError(
-            f"no usable clip: all {len(plan.sources)} sources were skipped (reasons in {layout.report_json})"
-        )
+    write_dataset_outputs(
+        layout,
+        report,
+        clips,
+        empty_message=f"no usable clip: all {len(plan.sources)} sources were skipped "
+        f"(reasons in {layout.report_json})",
+    )
     if len(report.split_clips("train")) == 0:
         warnings.append(
             WarningItem(str(val_list), "every clip is in the validation set; nothing to train on", "split")

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gptsovits_train.data.manifest import Clip
+from gptsovits_train.data.manifest import Clip, write_manifest
 from gptsovits_train.data.report_types import Skipped, WarningItem
+from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_path, atomic_write_json
+from gptsovits_train.layout import DatasetLayout
 
 LOG = logging.getLogger(__name__)
 
@@ -134,6 +136,25 @@ def write_report_png(path: Path | str, report: PrepareReport) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def write_dataset_outputs(
+    layout: DatasetLayout, report: PrepareReport, clips: list[Clip], *, empty_message: str
+) -> None:
+    """Write manifest.jsonl (or remove a stale one when no clip is left), report.json and report.png.
+
+    Raises:
+        GsvError: with `empty_message` when no usable clip remains (after the report is written, so the
+            reasons stay on disk).
+    """
+    if clips:
+        write_manifest(layout.manifest, clips)
+    else:
+        layout.manifest.unlink(missing_ok=True)
+    write_report_json(layout.report_json, report)
+    write_report_png(layout.report_png, report)
+    if not clips:
+        raise GsvError(empty_message)
 
 
 def format_summary(report: PrepareReport) -> str:
