@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from gptsovits_train.layout import RunLayout
 from gptsovits_train.train.metrics import read_metrics
-from tests.fit_helpers import CONFIGS, make_dataset
+from tests.fit_helpers import fit_cli, make_dataset
 
 DEADLINE_S = 300  # generous: the machine may be busy; every wait asserts that its condition happened
 
@@ -48,23 +47,7 @@ def group_alive(pgid: int) -> bool:
 def test_sigterm_to_the_process_group_ends_the_run_cleanly(tmp_path, dataset):
     """What `timeout`, `docker stop`, systemd and Slurm do: SIGTERM to every process of the group."""
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gptsovits_train",
-        "fit",
-        "--config",
-        str(CONFIGS / "tiny.yaml"),
-        "--set",
-        f"train.dataset={dataset.root}",
-        "--set",
-        "train.epochs=200",
-        "--set",
-        "train.num_workers=2",
-        "--run-dir",
-        str(run),
-        "--quiet",
-    ]
+    cmd = fit_cli(dataset.root, run, "train.epochs=200", "train.num_workers=2")
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )

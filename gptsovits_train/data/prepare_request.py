@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from gptsovits_train.config import Config
 from gptsovits_train.data.prepare import default_post_audio_stages, prepare
@@ -17,6 +20,8 @@ from gptsovits_train.data.report import PrepareReport
 from gptsovits_train.data.stages import Stage
 
 LOG = logging.getLogger(__name__)
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 @dataclass
@@ -84,20 +89,14 @@ def run_prepare(request: PrepareRequest, cfg: Config) -> PrepareReport:
 
 def apply_request(request: PrepareRequest, cfg: Config) -> None:
     """Put the options that override config keys into `cfg` (split seed/ratio, HuBERT model, device)."""
-    split_updates: dict[str, object] = {}
-    if request.seed is not None:
-        split_updates["seed"] = request.seed
-    if request.val_ratio is not None:
-        split_updates["val_ratio"] = request.val_ratio
-    if split_updates:
-        cfg.prepare.split = cfg.prepare.split.model_copy(update=split_updates)
-    feature_updates: dict[str, object] = {}
-    if request.hubert is not None:
-        feature_updates["hubert"] = request.hubert
-    if request.device is not None:
-        feature_updates["device"] = request.device
-    if feature_updates:
-        cfg.prepare.features = cfg.prepare.features.model_copy(update=feature_updates)
+    cfg.prepare.split = _updated(cfg.prepare.split, seed=request.seed, val_ratio=request.val_ratio)
+    cfg.prepare.features = _updated(cfg.prepare.features, hubert=request.hubert, device=request.device)
+
+
+def _updated(section: SectionT, **values: object) -> SectionT:
+    """`section` with the given values set (those that are None are left as they are)."""
+    updates = {key: value for key, value in values.items() if value is not None}
+    return section.model_copy(update=updates) if updates else section
 
 
 def use_downloaded_hubert(cfg: Config) -> None:
