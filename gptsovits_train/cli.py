@@ -13,7 +13,7 @@ import typer
 
 from gptsovits_train import __version__
 from gptsovits_train.config import Config, ConfigError, load_config
-from gptsovits_train.errors import GsvError
+from gptsovits_train.errors import GsvError, Interrupted
 
 LOG = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ def main() -> None:
         app()
     except GsvError as exc:
         raise SystemExit(fail(str(exc)).exit_code) from None
+    except Interrupted as exc:  # SIGINT/SIGTERM: finished work kept, one line, 128 + signal number
+        typer.secho(str(exc), err=True, fg=typer.colors.YELLOW)
+        raise SystemExit(exc.exit_code) from None
 
 
 # Commands register themselves on `app` when their modules are imported (one module per command).
