@@ -53,7 +53,7 @@ from gptsovits_train.audio.slicer import (
     split_long,
     trim_from_rms,
 )
-from gptsovits_train.audio.stream import SpillFile, decode_to_spill, stream_info
+from gptsovits_train.audio.stream import BLOCK_FRAMES, SpillFile, decode_to_spill, stream_info
 from gptsovits_train.config import AudioConfig, Config, PrepareConfig
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
@@ -333,16 +333,26 @@ class SourceCuts:
     rms: np.ndarray
 
 
-def analyse_streamed(job: SourceJob, spill: Path, helper_thread: bool = False) -> SourceCuts:
+def analyse_streamed(
+    job: SourceJob,
+    spill: Path,
+    helper_thread: bool = False,
+    *,
+    decode_block: int = BLOCK_FRAMES,
+    rms_block: int = 1 << 15,
+) -> SourceCuts:
     """Decode a long source block by block into `spill` (32 kHz float32), then find its clips.
 
     Memory stays flat in the recording's length: one decode block, plus the frame RMS (8 bytes per
-    10 ms). The clip ranges are those `process_source` finds for the same file.
+    10 ms). The clip ranges are those `process_source` finds for the same file, for any block sizes
+    (`decode_block`: input frames per decode block; `rms_block`: frames per RMS block).
     """
     sr = job.audio.sampling_rate
     out = SourceOutcome()
     try:
-        decoded = decode_to_spill(job.source.path, sr, spill, helper_thread=helper_thread)
+        decoded = decode_to_spill(
+            job.source.path, sr, spill, block_frames=decode_block, helper_thread=helper_thread
+        )
     except AudioLoadError as exc:
         spill.unlink(missing_ok=True)
         out.skipped.append(Skipped(str(job.source.path), str(exc)))
@@ -351,7 +361,7 @@ def analyse_streamed(job: SourceJob, spill: Path, helper_thread: bool = False) -
     out.warnings.extend(WarningItem(str(job.source.path), w) for w in decoded.warnings)
     params = SlicerParams.from_config(job.prepare.slicer, sr)
     read = SpillFile(spill, decoded.n_samples)
-    rms = frame_rms_range(read, decoded.n_samples, params.win, params.hop)
+    rms = frame_rms_range(read, decoded.n_samples, params.win, params.hop, block_frames=rms_block)
     bounds = _cut_source(job, read, decoded.n_samples, rms, decoded.peak, params, out)
     return SourceCuts(out, bounds, decoded.n_samples, rms if bounds else np.zeros(0))
 
