@@ -78,7 +78,7 @@ def test_split_long_reads_only_its_window_and_matches_the_whole_piece() -> None:
     rms = frame_rms(x[start:end], p.win, p.hop)
     lo, hi = -(-(max_samples // 2) // p.hop), (end - start - max_samples // 2) // p.hop
     assert got[0][1] == start + (lo + int(np.argmin(rms[lo : hi + 1]))) * p.hop
-    assert max(b - a for a, b in reads) <= (1 << 15) * p.hop + p.win
+    assert max(b - a for a, b in reads) <= (1 << 11) * p.hop + p.win
 
 
 # ----------------------------------------------------------------------------- streaming decoder

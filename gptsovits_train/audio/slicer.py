@@ -145,7 +145,7 @@ def frame_rms_range(
     hop: int,
     first: int = 0,
     last: int | None = None,
-    block_frames: int = 1 << 15,
+    block_frames: int = 1 << 11,
 ) -> np.ndarray:
     """Frames `[first, last)` of `frame_rms` of a signal that is read piece by piece.
 

@@ -339,7 +339,7 @@ def analyse_streamed(
     helper_thread: bool = False,
     *,
     decode_block: int = BLOCK_FRAMES,
-    rms_block: int = 1 << 15,
+    rms_block: int = 1 << 11,
 ) -> SourceCuts:
     """Decode a long source block by block into `spill` (32 kHz float32), then find its clips.
 
