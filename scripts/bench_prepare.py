@@ -14,12 +14,20 @@ so imports and the pool's start-up are counted as a user sees them:
    clip decoded, edge-trimmed, mixed to the training loudness, written, its spectrogram cached, its
    text phonemised (English), split, manifest, report (no HuBERT: `--hubert` is not given).
 
+A second table (`--pipeline`, on by default) splits the CPU time of slicing one long file into the
+parts of the `-j 2` design, measured with per-thread CPU clocks in this process (other jobs on a shared
+machine change them far less than wall times): `decode` (decode + NaN check + channel mix, the helper
+thread), `resample` (resample + peak + spill write, the analysis task's own thread), `cuts` (frame RMS
+from the spill + slicer, sequential) and `clips` (loudness mix + int16 + WAV writes, shared by all
+workers). On two free cores `-j 2` needs about max(decode, resample) + cuts + clips / 2 (plus pool
+start-up), `-j 1` needs their sum.
+
 Columns: `wall s` = the whole command (fresh process); `prepare s` = the `prepare()` call alone
 (`report.json`'s `wall_seconds`: no start-up/imports); `CPU s` = user + system time of the command and
 its pool workers; `peak RSS` = the largest resident set of any one of its processes (`wait4`, like
 `/usr/bin/time`); `x real time` = input seconds / `prepare s`.
 
-    python scripts/bench_prepare.py [--minutes 10 30 60] [--workers 1 2] [--files 1] [--repeat 1]
+    python scripts/bench_prepare.py [--minutes 10 30 60] [--workers 1 2] [--files 1] [--repeat 1] [--no-pipeline]
 """
 
 from __future__ import annotations
@@ -114,6 +122,34 @@ def run_command(args: list[str], out: Path) -> Run:
     )
 
 
+def pipeline_cpu(path: Path, work: Path) -> dict[str, float]:
+    """CPU seconds of the parts of slicing `path` (see the module docstring), one thread at a time."""
+    from gptsovits_train.audio.slicer import SlicerParams
+    from gptsovits_train.config import Config
+    from gptsovits_train.data.prepare import (
+        CLIP_GROUP_SECONDS,
+        SourceJob,
+        analyse_streamed,
+        clip_groups,
+        write_clip_group,
+    )
+    from gptsovits_train.data.sources import Source
+
+    cfg = Config()
+    job = SourceJob(
+        Source(path, "long", None, "spk", "en"), "slice", False, False, work, cfg.audio, cfg.prepare
+    )
+    spill = work / "spill.f32"
+    cuts = analyse_streamed(job, spill)
+    hop = SlicerParams.from_config(cfg.prepare.slicer, cfg.audio.sampling_rate).hop
+    start = time.thread_time()
+    for group in clip_groups(cuts.bounds, round(CLIP_GROUP_SECONDS * cfg.audio.sampling_rate)):
+        f0, f1 = group[0][0] // hop, -(-group[-1][1] // hop)
+        write_clip_group(job, spill, cuts.n_samples, group, cuts.rms[f0:f1], f0)
+    spill.unlink()
+    return {**cuts.cpu, "clips": time.thread_time() - start}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0, 60.0])
@@ -121,7 +157,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=1, help="runs per setting; the fastest is reported")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the input and outputs")
+    ap.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the CPU split table")
     args = ap.parse_args()
+    parts: list[tuple[float, dict[str, float]]] = []
 
     rows: list[tuple[float, int, str, Run, float]] = []
     for minutes in args.minutes:
@@ -135,6 +173,8 @@ def main() -> None:
                 f"input: {args.files} x {minutes:g} min, 44.1 kHz stereo 16-bit WAV ({size:.0f} MiB)",
                 flush=True,
             )
+            if args.pipeline:
+                parts.append((minutes, pipeline_cpu(src / "long_00.wav", work / "pipeline")))
             for w in args.workers:
                 best: dict[str, Run] = {}
                 for r in range(args.repeat):
@@ -179,6 +219,17 @@ def main() -> None:
             )
     for line in speedups:
         print(line)
+    if parts:
+        print()
+        print("| input | decode | resample | cuts | clips | -j 1 (sum) | -j 2 on 2 free cores | ratio |")
+        print("|---|---|---|---|---|---|---|---|")
+        for minutes, cpu in parts:
+            one = sum(cpu.values())
+            two = max(cpu["decode"], cpu["resample"]) + cpu["cuts"] + cpu["clips"] / 2
+            print(
+                f"| {minutes:g} min | {cpu['decode']:.2f} | {cpu['resample']:.2f} | {cpu['cuts']:.2f} | "
+                f"{cpu['clips']:.2f} | {one:.2f} | {two:.2f} | {one / two:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

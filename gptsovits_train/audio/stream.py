@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,12 +68,15 @@ def stream_info(path: Path) -> StreamInfo | None:
 
 @dataclass
 class StreamResult:
-    """What `decode_to_spill` found: output length and peak, input length, warnings (as `LoadedAudio`)."""
+    """What `decode_to_spill` found: output length and peak, input length, warnings (as `LoadedAudio`),
+    and the CPU seconds of its two pipeline stages (decode + checks + mix; resample + peak + write)."""
 
     n_samples: int
     peak: float
     input_seconds: float
     warnings: list[str] = field(default_factory=list)
+    decode_cpu: float = 0.0
+    resample_cpu: float = 0.0
 
 
 def mix_to_mono(data: np.ndarray) -> np.ndarray:
@@ -105,9 +109,10 @@ def _libsndfile_error(exc: sf.LibsndfileError) -> AudioLoadError:
     return AudioLoadError(f"corrupt or truncated audio (libsndfile: {text})")
 
 
-def _decoded_blocks(fh: sf.SoundFile, block_frames: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(mono block, NaN/Inf count) per block until the end of the file."""
+def _decoded_blocks(fh: sf.SoundFile, block_frames: int) -> Iterator[tuple[np.ndarray, int, float]]:
+    """(mono block, NaN/Inf count, CPU seconds spent on it) per block until the end of the file."""
     while True:
+        cpu = time.thread_time()
         try:
             data = fh.read(block_frames, dtype="float32", always_2d=True)
         except sf.LibsndfileError as exc:
@@ -117,12 +122,16 @@ def _decoded_blocks(fh: sf.SoundFile, block_frames: int) -> Iterator[tuple[np.nd
         if data.shape[0] == 0:
             return
         bad = int(np.count_nonzero(~np.isfinite(data)))
-        yield mix_to_mono(data), bad
+        mono = mix_to_mono(data)
+        yield mono, bad, time.thread_time() - cpu
 
 
-def _prefetched(blocks: Iterator[tuple[np.ndarray, int]], depth: int = 4) -> Iterator[tuple[np.ndarray, int]]:
+Block = tuple[np.ndarray, int, float]
+
+
+def _prefetched(blocks: Iterator[Block], depth: int = 4) -> Iterator[Block]:
     """Run `blocks` in a helper thread, `depth` blocks ahead; its exceptions are re-raised here."""
-    q: queue.Queue[tuple[np.ndarray, int] | BaseException | None] = queue.Queue(maxsize=depth)
+    q: queue.Queue[Block | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
@@ -185,7 +194,7 @@ def decode_to_spill(
             else soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
         )
         n_in = n_out = bad = 0
-        top = 0.0
+        top = decode_cpu = resample_cpu = 0.0
         spill.parent.mkdir(parents=True, exist_ok=True)
         blocks = _decoded_blocks(fh, block_frames)
         if helper_thread:
@@ -199,12 +208,15 @@ def decode_to_spill(
                     out.write(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
                     n_out += samples.shape[0]
 
-            for mono, n_bad in blocks:
+            for mono, n_bad, cpu in blocks:
+                decode_cpu += cpu
                 n_in += mono.shape[0]
                 bad += n_bad
                 if bad:
                     continue  # the file is rejected; count the rest for the message
+                start = time.thread_time()
                 emit(mono if resampler is None else resampler.resample_chunk(mono, last=False))
+                resample_cpu += time.thread_time() - start
             if resampler is not None and n_in and not bad:
                 emit(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     if n_in == 0:
@@ -216,7 +228,7 @@ def decode_to_spill(
         warnings.append("8-bit audio: noise floor near -48 dB, expect a noisier voice")
     if channels > 2:
         warnings.append(f"{channels} channels mixed down to mono (channel mean)")
-    return StreamResult(n_out, top, n_in / sr_in, warnings)
+    return StreamResult(n_out, top, n_in / sr_in, warnings, decode_cpu, resample_cpu)
 
 
 class SpillFile:

@@ -325,12 +325,15 @@ class SourceCuts:
         bounds: clip ranges in 32 kHz samples ([] when the whole source is skipped).
         n_samples: length of the 32 kHz signal in the spill file.
         rms: (n_frames,) float64 frame RMS of the whole signal (empty when skipped).
+        cpu: CPU seconds per part: `decode` (+ checks, mix), `resample` (+ peak, spill write),
+            `cuts` (frame RMS from the spill, slicer); for benchmarks.
     """
 
     outcome: SourceOutcome
     bounds: list[tuple[int, int]]
     n_samples: int
     rms: np.ndarray
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 def analyse_streamed(
@@ -359,11 +362,13 @@ def analyse_streamed(
         return SourceCuts(out, [], 0, np.zeros(0))
     out.audio_seconds = decoded.input_seconds
     out.warnings.extend(WarningItem(str(job.source.path), w) for w in decoded.warnings)
+    start = time.thread_time()
     params = SlicerParams.from_config(job.prepare.slicer, sr)
     read = SpillFile(spill, decoded.n_samples)
     rms = frame_rms_range(read, decoded.n_samples, params.win, params.hop, block_frames=rms_block)
     bounds = _cut_source(job, read, decoded.n_samples, rms, decoded.peak, params, out)
-    return SourceCuts(out, bounds, decoded.n_samples, rms if bounds else np.zeros(0))
+    cpu = {"decode": decoded.decode_cpu, "resample": decoded.resample_cpu, "cuts": time.thread_time() - start}
+    return SourceCuts(out, bounds, decoded.n_samples, rms if bounds else np.zeros(0), cpu)
 
 
 def write_clip_group(
@@ -531,6 +536,7 @@ def run_audio_stage(
             initializer=worker_init,
             initargs=(os.getpid(), with_torch),
         )
+        pool.submit(int).result()  # fork the workers now, before the progress bar starts a thread
         executor = pool
     tasks: dict[Future[Any], tuple[str, int, int]] = {}
     cuts: dict[int, SourceCuts] = {}
