@@ -27,7 +27,8 @@ Columns: `wall s` = the whole command (fresh process); `prepare s` = the `prepar
 its pool workers; `peak RSS` = the largest resident set of any one of its processes (`wait4`, like
 `/usr/bin/time`); `x real time` = input seconds / `prepare s`.
 
-    python scripts/bench_prepare.py [--minutes 10 30 60] [--workers 1 2] [--files 1] [--repeat 1] [--no-pipeline]
+    python scripts/bench_prepare.py [--minutes 10 30 60] [--workers 1 2] [--files 1] [--repeat 1]
+                                    [--no-pipeline] [--tmp DIR]
 """
 
 from __future__ import annotations
