@@ -24,8 +24,9 @@ start-up), `-j 1` needs their sum.
 
 Columns: `wall s` = the whole command (fresh process); `prepare s` = the `prepare()` call alone
 (`report.json`'s `wall_seconds`: no start-up/imports); `CPU s` = user + system time of the command and
-its pool workers; `peak RSS` = the largest resident set of any one of its processes (`wait4`, like
-`/usr/bin/time`); `x real time` = input seconds / `prepare s`.
+its pool workers (`wait4`); `peak RSS` = the largest resident set of any one of its processes (the
+main process's `VmHWM` and its workers' `ru_maxrss`; `wait4`'s own figure would include the
+benchmark process that forked it); `x real time` = input seconds / `prepare s`.
 
     python scripts/bench_prepare.py [--minutes 10 30 60] [--workers 1 2] [--files 1] [--repeat 1]
                                     [--no-pipeline] [--tmp DIR]
@@ -96,12 +97,37 @@ class Run:
     clips: int
 
 
+#: Runs the CLI and, at exit, writes the peak RSS of this process (`VmHWM`, counted from its own exec,
+#: unlike `wait4`'s figure, which includes the benchmark process that forked it) and of its largest
+#: pool worker to the file named by `GSV_BENCH_RSS`.
+LAUNCHER = """
+import atexit, os, resource, sys
+
+def report():
+    hwm = 0
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.environ["GSV_BENCH_RSS"], "w") as out:
+        out.write(f"{hwm} {kids}")
+
+atexit.register(report)
+sys.argv = ["gsv-train", *sys.argv[1:]]
+from gptsovits_train.cli import main
+main()
+"""
+
+
 def run_command(args: list[str], out: Path) -> Run:
-    """Run `python -m gptsovits_train ARGS` in a fresh process; wall, CPU and peak RSS via wait4."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    """Run `gsv-train ARGS` in a fresh process; wall and CPU (with its workers) via wait4, peak RSS of
+    the largest of its processes from the launcher."""
+    rss_file = out.parent / f".rss_{out.name}"
+    env = dict(os.environ, PYTHONPATH=str(REPO), GSV_BENCH_RSS=str(rss_file))
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gptsovits_train", *args],
+        [sys.executable, "-c", LAUNCHER, *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -114,11 +140,13 @@ def run_command(args: list[str], out: Path) -> Run:
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(args)}\n{err.decode()[-2000:]}")
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    main_kib, worker_kib = (int(v) for v in rss_file.read_text().split())
+    rss_file.unlink()
     return Run(
         wall=wall,
         prepare=float(report["wall_seconds"]),
         cpu=usage.ru_utime + usage.ru_stime,
-        rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        rss_mb=max(main_kib, worker_kib) / 1024,
         clips=int(report["clips"]),
     )
 
