@@ -15,6 +15,10 @@ Stages, in order:
      loudness mixes (`audio.loudness`); written as 16-bit WAV; linear spectrogram cached as `.npy`.
    Each finished source leaves a record in `.work/sources/`; a later run reuses it when the source file,
    its transcript and the audio settings are unchanged and its outputs exist.
+   A source longer than `STREAM_MIN_SECONDS` is decoded block by block into a spill file instead
+   (`analyse_streamed`: same clips, flat memory) and its clips are written by every worker
+   (`write_clip_group`); see `run_audio_stage`. SIGINT/SIGTERM stop the run at once, keeping finished
+   sources (`data.workers`).
 3. **post-audio stages** (`data.stages`): text (phonemes) and features (HuBERT) plug in here.
 4. **split** (`data.split`), **manifest** (`manifest.jsonl`), **report** (`report.json`, `report.png`).
 
