@@ -95,8 +95,7 @@ def started(tmp_path: Path):
     try:
         reached = wait_for(
             lambda: (
-                (len(list(markers.glob("*.pid"))) == 2
-                and len(list(records.glob("*.json"))) == 1)
+                (len(list(markers.glob("*.pid"))) == 2 and len(list(records.glob("*.json"))) == 1)
                 or proc.poll() is not None
             )
         )
