@@ -16,7 +16,7 @@ from gptsovits_train.commands.export import export_best_command, inspect_command
 from gptsovits_train.commands.fit import fit_command
 from gptsovits_train.commands.options import fail
 from gptsovits_train.commands.prepare import prepare_command
-from gptsovits_train.errors import GsvError
+from gptsovits_train.errors import GsvError, Interrupted
 
 LOG = logging.getLogger(__name__)
 
@@ -58,3 +58,6 @@ def main() -> None:
         app()
     except GsvError as exc:
         raise SystemExit(fail(str(exc)).exit_code) from None
+    except Interrupted as exc:  # SIGINT/SIGTERM: finished work kept, one line, 128 + signal number
+        typer.secho(str(exc), err=True, fg=typer.colors.YELLOW)
+        raise SystemExit(exc.exit_code) from None

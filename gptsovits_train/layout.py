@@ -12,6 +12,7 @@ Dataset folder (written by `gsv-train prepare`)::
       spec/<id>.npy           linear spectrogram (1025, T) float16, T = floor(samples / 640)
       ssl/<id>.npy            HuBERT content features (768, T) float16, aligned to the spectrogram
       .work/                  per-source progress records that make a second run resume
+      .work/spill/<key>.f32   raw 32 kHz float32 audio of a long source while it is being cut (temporary)
       .work/features.json     the HuBERT model that made ssl/ (digest; random-tiny flag)
       .work/random-hubert/    the seeded random HuBERT of `random-tiny` runs (pipeline check only)
       .work/asr/<id>.json     ASR results (text, language) of clips that had no transcript
@@ -94,6 +95,10 @@ class DatasetLayout:
     def source_record(self, source_key: str) -> Path:
         """Progress record of one source file (its clips are done when this exists)."""
         return self.work_dir / "sources" / f"{source_key}.json"
+
+    def source_spill(self, source_key: str) -> Path:
+        """32 kHz float32 samples of a long source while it is cut (deleted when it is done)."""
+        return self.work_dir / "spill" / f"{source_key}.f32"
 
     @property
     def features_stamp(self) -> Path:

@@ -1,45 +1,56 @@
-"""Benchmark `gsv-train prepare`: audio-seconds processed per wall-second, whole run and per core.
+"""Benchmark `gsv-train prepare` on long recordings: wall, CPU seconds and peak RSS per step and worker count.
 
-Input: LJSpeech clips (../shared/data/ljspeech-mini, else the embedded sample) joined with seeded
-0.3-1.5 s silences into `--files` long 22.05 kHz 16-bit WAV recordings totalling at least `--minutes`.
+Input: LJSpeech clips (../shared/data/ljspeech-mini, else the embedded sample) resampled to 44.1 kHz
+and joined with seeded 0.3-1.5 s silences into `--files` stereo 16-bit WAV recordings of `--minutes`
+each (several values: one row group per length), written block by block to a temporary folder
+(`--tmp`, default the system's) and deleted afterwards.
 
-What is timed is the user's path from raw recordings to clips with cached spectrograms, i.e. what the
-official "slicing + spectrogram" path does (tools/slice_audio.py, then a spectrogram per clip):
+Each setting runs the real command line in a fresh process (`python -m gptsovits_train prepare ...`),
+so imports and the pool's start-up are counted as a user sees them:
 
-1. `slice`: `prepare(--slice-only)`: decode, resample to 32 kHz, official slicer, loudness, write clips
-   and the `.list` template;
-2. `spectrogram`: the template filled with a dummy text and passed back with `--transcripts`: each clip
-   is decoded, edge-trimmed, mixed to the training loudness, written, and its spectrogram cached;
-3. `total` = both. Speed = seconds of input recording / wall seconds of `prepare()` calls (library,
-   in this process; Python start-up and the one-time torch/matplotlib imports are excluded, the process pool's
-   start-up is included). Per core = speed / workers.
+1. `slice`: `prepare INPUT --slice-only --language en -j W`: decode, resample to 32 kHz, official
+   silence slicer (+ 20 s maximum), slicer loudness mix, write the clips and the `.list` template;
+2. `transcripts`: the template filled with a dummy text and passed back with `--transcripts`: each
+   clip decoded, edge-trimmed, mixed to the training loudness, written, its spectrogram cached, its
+   text phonemised (English), split, manifest, report (no HuBERT: `--hubert` is not given).
 
-Each step is run `--repeat` times and the fastest run is reported (other jobs on a shared machine only
-ever slow a run down). `CPU s` is the CPU time of this process and its pool workers (least of the runs),
-and `per CPU-s` = input seconds / CPU seconds: the per-core throughput, which other load on the machine
-changes much less than wall time.
+A second table (`--pipeline`, on by default) splits the CPU time of slicing one long file into the
+parts of the `-j 2` design, measured with per-thread CPU clocks in this process (other jobs on a shared
+machine change them far less than wall times): `decode` (decode + NaN check + channel mix, the helper
+thread), `resample` (resample + peak + spill write, the analysis task's own thread), `cuts` (frame RMS
+from the spill + slicer, sequential) and `clips` (loudness mix + int16 + WAV writes, shared by all
+workers). On two free cores `-j 2` needs about max(decode, resample) + cuts + clips / 2 (plus pool
+start-up), `-j 1` needs their sum.
 
-    python scripts/bench_prepare.py [--minutes 10] [--files 8] [--workers 1 2] [--repeat 3]
+Columns: `wall s` = the whole command (fresh process); `prepare s` = the `prepare()` call alone
+(`report.json`'s `wall_seconds`: no start-up/imports); `CPU s` = user + system time of the command and
+its pool workers (`wait4`); `peak RSS` = the largest resident set of any one of its processes (the
+main process's `VmHWM` and its workers' `ru_maxrss`; `wait4`'s own figure would include the
+benchmark process that forked it); `x real time` = input seconds / `prepare s`.
+
+    python scripts/bench_prepare.py [--minutes 10 30 60] [--workers 1 2] [--files 1] [--repeat 1]
+                                    [--no-pipeline] [--tmp DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gptsovits_train.config import Config  # noqa: E402
-from gptsovits_train.data.prepare import prepare  # noqa: E402
+RATE = 44100
 
 
 def clip_paths() -> list[Path]:
@@ -49,40 +60,27 @@ def clip_paths() -> list[Path]:
 
 
 def build_input(folder: Path, minutes: float, n_files: int, seed: int = 0) -> float:
-    """Write `n_files` recordings of clips + silences; returns their total length in seconds."""
+    """Write `n_files` stereo recordings of `minutes` each (clips + silences); returns total seconds."""
     rng = np.random.default_rng(seed)
     clips = []
-    sr = None
     for p in clip_paths():
         x, rate = sf.read(p, dtype="float32")
-        sr = sr or rate
-        if rate != sr:
-            raise SystemExit(f"{p}: sample rate {rate} != {sr}")
-        clips.append(x)
-    assert sr is not None
-    per_file = minutes * 60.0 / n_files
+        clips.append(np.asarray(soxr.resample(x, rate, RATE), dtype=np.float32))
     total = 0.0
     k = 0
     for f in range(n_files):
-        parts: list[np.ndarray] = []
-        length = 0
-        while length < per_file * sr:
-            x = clips[k % len(clips)]
-            k += 1
-            gap = np.zeros(int(rng.uniform(0.3, 1.5) * sr), dtype=np.float32)
-            parts += [x, gap]
-            length += x.shape[0] + gap.shape[0]
-        audio = np.concatenate(parts)
-        sf.write(folder / f"long_{f:02d}.wav", audio, sr, subtype="PCM_16")
-        total += audio.shape[0] / sr
+        target = int(minutes * 60 * RATE)
+        written = 0
+        with sf.SoundFile(folder / f"long_{f:02d}.wav", "w", RATE, 2, "PCM_16") as out:
+            while written < target:
+                x = clips[k % len(clips)]
+                k += 1
+                gap = np.zeros(int(rng.uniform(0.3, 1.5) * RATE), dtype=np.float32)
+                mono = np.concatenate([x, gap])[: target - written]
+                out.write(np.stack([mono, 0.9 * mono], axis=1))  # a slightly different right channel
+                written += mono.shape[0]
+        total += written / RATE
     return total
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process plus its finished children (the pool's workers)."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def fill_template(template: Path, filled: Path) -> None:
@@ -90,71 +88,177 @@ def fill_template(template: Path, filled: Path) -> None:
     filled.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--files", type=int, default=8)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeat", type=int, default=3, help="runs per worker count; the fastest is reported")
-    args = ap.parse_args()
+@dataclass
+class Run:
+    wall: float
+    prepare: float
+    cpu: float
+    rss_mb: float
+    clips: int
 
-    # one-time imports, not part of the timing
-    import matplotlib.pyplot  # noqa: F401
-    import torch  # noqa: F401
+
+#: Runs the CLI and, at exit, writes the peak RSS of this process (`VmHWM`, counted from its own exec,
+#: unlike `wait4`'s figure, which includes the benchmark process that forked it) and of its largest
+#: pool worker to the file named by `GSV_BENCH_RSS`.
+LAUNCHER = """
+import atexit, os, resource, sys
+
+def report():
+    hwm = 0
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.environ["GSV_BENCH_RSS"], "w") as out:
+        out.write(f"{hwm} {kids}")
+
+atexit.register(report)
+sys.argv = ["gsv-train", *sys.argv[1:]]
+from gptsovits_train.cli import main
+main()
+"""
+
+
+def run_command(args: list[str], out: Path) -> Run:
+    """Run `gsv-train ARGS` in a fresh process; wall and CPU (with its workers) via wait4, peak RSS of
+    the largest of its processes from the launcher."""
+    rss_file = out.parent / f".rss_{out.name}"
+    env = dict(os.environ, PYTHONPATH=str(REPO), GSV_BENCH_RSS=str(rss_file))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(args)}\n{err.decode()[-2000:]}")
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    main_kib, worker_kib = (int(v) for v in rss_file.read_text().split())
+    rss_file.unlink()
+    return Run(
+        wall=wall,
+        prepare=float(report["wall_seconds"]),
+        cpu=usage.ru_utime + usage.ru_stime,
+        rss_mb=max(main_kib, worker_kib) / 1024,
+        clips=int(report["clips"]),
+    )
+
+
+def pipeline_cpu(path: Path, work: Path) -> dict[str, float]:
+    """CPU seconds of the parts of slicing `path` (see the module docstring), one thread at a time."""
+    from gptsovits_train.audio.slicer import SlicerParams
+    from gptsovits_train.config import Config
+    from gptsovits_train.data.prepare import (
+        CLIP_GROUP_SECONDS,
+        SourceJob,
+        analyse_streamed,
+        clip_groups,
+        write_clip_group,
+    )
+    from gptsovits_train.data.sources import Source
 
     cfg = Config()
-    work = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
-    try:
-        src = work / "input"
-        src.mkdir()
-        seconds = build_input(src, args.minutes, args.files)
-        print(
-            f"input: {args.files} files, {seconds / 60:.2f} min of 22.05 kHz 16-bit WAV "
-            f"({len(clip_paths())} LJSpeech clips)"
-        )
-        rows = []
-        for w in args.workers:
-            best = {"slice": float("inf"), "spectrogram": float("inf")}
-            cpu = {"slice": float("inf"), "spectrogram": float("inf")}
-            for r in range(args.repeat):
-                sliced, ds = work / f"sliced_{w}_{r}", work / f"dataset_{w}_{r}"
-                c0, t0 = cpu_seconds(), time.perf_counter()
-                r1 = prepare([src], sliced, cfg, slice_only=True, workers=w, progress=False)
-                c1, t1 = cpu_seconds(), time.perf_counter()
-                fill_template(sliced / "transcripts_template.list", sliced / "filled.list")
-                c2, t2 = cpu_seconds(), time.perf_counter()
-                r2 = prepare([], ds, cfg, transcripts=[sliced / "filled.list"], workers=w, progress=False)
-                c3, t3 = cpu_seconds(), time.perf_counter()
-                best["slice"] = min(best["slice"], t1 - t0)
-                best["spectrogram"] = min(best["spectrogram"], t3 - t2)
-                cpu["slice"] = min(cpu["slice"], c1 - c0)
-                cpu["spectrogram"] = min(cpu["spectrogram"], c3 - c2)
-                n_spec = sum(1 for c in r2.clips if c.spec)
-                print(
-                    f"workers={w} run {r + 1}: {r1.n_clips} clips sliced in {t1 - t0:.2f} s, "
-                    f"{n_spec} spectrograms in {t3 - t2:.2f} s, {len(r2.skipped)} skipped"
-                )
-                shutil.rmtree(sliced)
-                shutil.rmtree(ds)
-            best["total"] = best["slice"] + best["spectrogram"]
-            cpu["total"] = cpu["slice"] + cpu["spectrogram"]
-            for name in ("slice", "spectrogram", "total"):
-                wall = best[name]
-                rows.append(
-                    (w, name, wall, seconds / wall, seconds / wall / w, cpu[name], seconds / cpu[name])
-                )
-        print()
-        print(
-            f"{'workers':>7}  {'step':<11}  {'wall s':>7}  {'x real time':>11}  {'per core':>9}  "
-            f"{'CPU s':>6}  {'per CPU-s':>9}"
-        )
-        for w, name, wall, speed, per_core, cpu_s, per_cpu in rows:
+    job = SourceJob(
+        Source(path, "long", None, "spk", "en"), "slice", False, False, work, cfg.audio, cfg.prepare
+    )
+    spill = work / "spill.f32"
+    cuts = analyse_streamed(job, spill)
+    hop = SlicerParams.from_config(cfg.prepare.slicer, cfg.audio.sampling_rate).hop
+    start = time.thread_time()
+    for group in clip_groups(cuts.bounds, round(CLIP_GROUP_SECONDS * cfg.audio.sampling_rate)):
+        f0, f1 = group[0][0] // hop, -(-group[-1][1] // hop)
+        write_clip_group(job, spill, cuts.n_samples, group, cuts.rms[f0:f1], f0)
+    spill.unlink()
+    return {**cuts.cpu, "clips": time.thread_time() - start}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0, 60.0])
+    ap.add_argument("--files", type=int, default=1, help="recordings per length (default one long file)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=1, help="runs per setting; the fastest is reported")
+    ap.add_argument("--tmp", type=Path, default=None, help="folder for the input and outputs")
+    ap.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the CPU split table")
+    args = ap.parse_args()
+    parts: list[tuple[float, dict[str, float]]] = []
+
+    rows: list[tuple[float, int, str, Run, float]] = []
+    for minutes in args.minutes:
+        work = Path(tempfile.mkdtemp(prefix="bench_prepare_", dir=args.tmp))
+        try:
+            src = work / "input"
+            src.mkdir()
+            seconds = build_input(src, minutes, args.files)
+            size = sum(p.stat().st_size for p in src.iterdir()) / 2**20
             print(
-                f"{w:>7}  {name:<11}  {wall:>7.2f}  {speed:>10.0f}x  {per_core:>8.0f}x  "
-                f"{cpu_s:>6.2f}  {per_cpu:>8.0f}x"
+                f"input: {args.files} x {minutes:g} min, 44.1 kHz stereo 16-bit WAV ({size:.0f} MiB)",
+                flush=True,
             )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            if args.pipeline:
+                parts.append((minutes, pipeline_cpu(src / "long_00.wav", work / "pipeline")))
+            for w in args.workers:
+                best: dict[str, Run] = {}
+                for r in range(args.repeat):
+                    sliced, ds = work / f"sliced_{w}_{r}", work / f"dataset_{w}_{r}"
+                    jobs = ["-j", str(w), "-q", "--language", "en", "--out"]
+                    run1 = run_command(["prepare", str(src), "--slice-only", *jobs, str(sliced)], sliced)
+                    fill_template(sliced / "transcripts_template.list", sliced / "filled.list")
+                    filled = str(sliced / "filled.list")
+                    run2 = run_command(["prepare", "--transcripts", filled, *jobs, str(ds)], ds)
+                    print(
+                        f"  {minutes:g} min, -j {w}, run {r + 1}: slice {run1.wall:.1f} s "
+                        f"({run1.clips} clips, {run1.rss_mb:.0f} MB), transcripts {run2.wall:.1f} s "
+                        f"({run2.clips} clips, {run2.rss_mb:.0f} MB)",
+                        flush=True,
+                    )
+                    for name, run in (("slice", run1), ("transcripts", run2)):
+                        if name not in best or run.prepare < best[name].prepare:
+                            best[name] = run
+                    shutil.rmtree(sliced)
+                    shutil.rmtree(ds)
+                for name in ("slice", "transcripts"):
+                    rows.append((minutes, w, name, best[name], seconds))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print("| input | workers | step | wall s | prepare s | x real time | CPU s | peak RSS MB | clips |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for minutes, w, name, run, seconds in rows:
+        print(
+            f"| {minutes:g} min | {w} | {name} | {run.wall:.2f} | {run.prepare:.2f} | "
+            f"{seconds / run.prepare:.0f}x | {run.cpu:.2f} | {run.rss_mb:.0f} | {run.clips} |"
+        )
+    speedups = []
+    for minutes in args.minutes:
+        by_w = {w: run for m, w, name, run, _ in rows if m == minutes and name == "slice"}
+        if 1 in by_w and 2 in by_w:
+            speedups.append(
+                f"{minutes:g} min: slice -j 2 vs -j 1 = "
+                f"{by_w[1].prepare / by_w[2].prepare:.2f}x (prepare s), "
+                f"{by_w[1].wall / by_w[2].wall:.2f}x (wall s)"
+            )
+    for line in speedups:
+        print(line)
+    if parts:
+        print()
+        print("| input | decode | resample | cuts | clips | -j 1 (sum) | -j 2 on 2 free cores | ratio |")
+        print("|---|---|---|---|---|---|---|---|")
+        for minutes, cpu in parts:
+            one = sum(cpu.values())
+            two = max(cpu["decode"], cpu["resample"]) + cpu["cuts"] + cpu["clips"] / 2
+            print(
+                f"| {minutes:g} min | {cpu['decode']:.2f} | {cpu['resample']:.2f} | {cpu['cuts']:.2f} | "
+                f"{cpu['clips']:.2f} | {one:.2f} | {two:.2f} | {one / two:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 import gptsovits_train.data.prepare as prep_mod
 from gptsovits_train.config import Config
 from gptsovits_train.data.prepare import prepare
+from gptsovits_train.errors import Interrupted
 from gptsovits_train.layout import DatasetLayout
 
 NAMES = ["LJ001-0002", "LJ001-0004", "LJ001-0006", "LJ001-0008", "LJ001-0011", "LJ001-0013"]
@@ -87,8 +88,10 @@ def test_interrupted_run_then_resume(tmp_path, src, monkeypatch):
         return real(job)
 
     monkeypatch.setattr(prep_mod, "process_source", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as info:
         run(src, out)
+    assert info.value.exit_code == 130
+    assert "3 of 6 source files done" in str(info.value) and "same command again to resume" in str(info.value)
     layout = DatasetLayout(out)
     assert not layout.manifest.exists() and not layout.report_json.exists()
     assert len(list((layout.work_dir / "sources").glob("*.json"))) == 3

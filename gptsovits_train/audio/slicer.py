@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,20 +92,22 @@ class SlicerParams:
         )
 
 
-def frame_rms(samples: np.ndarray, win: int, hop: int) -> np.ndarray:
-    """Frame RMS, librosa framing with zero ("constant") padding of `win // 2` on both sides.
+#: Reads samples [start, end) of a signal (0 <= start <= end <= its length) as a (end - start,) array.
+SampleReader = Callable[[int, int], np.ndarray]
 
-    Args:
-        samples: (L,) float waveform, L >= 1.
-    Returns:
-        (1 + (L + 2 * (win // 2) - win) // hop,) float64; frame i is centred on sample i * hop.
+
+def n_frames(n_samples: int, win: int, hop: int) -> int:
+    """Number of RMS frames of an `n_samples` signal (librosa framing with `win // 2` padding)."""
+    return 1 + (n_samples + 2 * (win // 2) - win) // hop
+
+
+def _rms_of_squares(sq: np.ndarray, n: int, win: int, hop: int) -> np.ndarray:
+    """RMS of `n` frames from squared, padded samples whose frame 0 starts at `sq[0]`.
+
+    Every frame's value depends only on its own `win` samples, summed the same way wherever the
+    frame sits (per hop-block sums added in a fixed order), so a block of frames computed from a
+    piece of the signal is bit-identical to the same frames of the whole signal.
     """
-    half = win // 2
-    n_samples = samples.shape[0]
-    n = 1 + (n_samples + 2 * half - win) // hop
-    sq = np.zeros(n_samples + 2 * half, dtype=np.float64)
-    sq[half : half + n_samples] = samples
-    np.square(sq, out=sq)
     if win % hop == 0:
         # Sum per hop-sized block, then add k consecutive blocks: O(L) and no long running sum
         # (a global cumulative sum would break exact ties between equal frames by rounding).
@@ -116,6 +119,60 @@ def frame_rms(samples: np.ndarray, win: int, hop: int) -> np.ndarray:
     else:
         power = np.lib.stride_tricks.sliding_window_view(sq, win)[::hop][:n].sum(axis=1)
     return np.sqrt(power / win)
+
+
+def frame_rms(samples: np.ndarray, win: int, hop: int) -> np.ndarray:
+    """Frame RMS, librosa framing with zero ("constant") padding of `win // 2` on both sides.
+
+    Args:
+        samples: (L,) float waveform, L >= 1.
+    Returns:
+        (1 + (L + 2 * (win // 2) - win) // hop,) float64; frame i is centred on sample i * hop.
+    """
+    half = win // 2
+    n_samples = samples.shape[0]
+    n = n_frames(n_samples, win, hop)
+    sq = np.zeros(n_samples + 2 * half, dtype=np.float64)
+    sq[half : half + n_samples] = samples
+    np.square(sq, out=sq)
+    return _rms_of_squares(sq, n, win, hop)
+
+
+def frame_rms_range(
+    read: SampleReader,
+    n_samples: int,
+    win: int,
+    hop: int,
+    first: int = 0,
+    last: int | None = None,
+    block_frames: int = 1 << 11,
+) -> np.ndarray:
+    """Frames `[first, last)` of `frame_rms` of a signal that is read piece by piece.
+
+    Bit-identical to ``frame_rms(whole)[first:last]`` for any `block_frames`, while holding at most
+    `block_frames * hop + win` samples at a time (flat memory for hour-long recordings).
+
+    Args:
+        read: `SampleReader` of the (n_samples,) signal.
+        last: end frame (default: all frames); clamped to the frame count.
+    Returns:
+        (max(0, min(last, n_frames) - first),) float64.
+    """
+    half = win // 2
+    total = n_frames(n_samples, win, hop)
+    last = total if last is None else min(last, total)
+    out = np.empty(max(0, last - first), dtype=np.float64)
+    for f0 in range(first, last, block_frames):
+        f1 = min(last, f0 + block_frames)
+        a = f0 * hop - half  # first sample of frame f0's window (negative: zero padding)
+        b = (f1 - 1) * hop - half + win
+        seg = np.zeros(b - a, dtype=np.float64)
+        lo, hi = max(a, 0), min(b, n_samples)
+        if hi > lo:
+            seg[lo - a : hi - a] = read(lo, hi)
+        np.square(seg, out=seg)
+        out[f0 - first : f1 - first] = _rms_of_squares(seg, f1 - f0, win, hop)
+    return out
 
 
 def _silent_runs(silent: np.ndarray) -> list[tuple[int, int]]:
@@ -183,11 +240,25 @@ def slice_bounds(
     n_samples = int(samples.shape[0])
     if n_samples == 0:
         return []
+    if rms is None and n_samples > p.min_length:
+        rms = frame_rms(samples, p.win, p.hop)
+    return bounds_from_rms(rms, n_samples, p)
+
+
+def bounds_from_rms(rms: np.ndarray | None, n_samples: int, p: SlicerParams) -> list[tuple[int, int]]:
+    """`slice_bounds` of an `n_samples` signal from its frame RMS alone (no samples needed).
+
+    The decisions only look at the (n_frames,) RMS, `hop` times smaller than the audio, so a
+    recording of any length is sliced with the frames computed block by block (`frame_rms_range`).
+    `rms` may be None when `n_samples <= p.min_length` (one whole chunk, no frame is looked at).
+    """
+    if n_samples == 0:
+        return []
     if n_samples <= p.min_length:
         # Official shortcut (samples compared with frames); it returns a bare waveform there.
         return [(0, n_samples)]
     if rms is None:
-        rms = frame_rms(samples, p.win, p.hop)
+        raise ValueError("bounds_from_rms needs the frame RMS of a signal longer than min_length")
     total = rms.shape[0]
     tags = silence_tags(rms, p)
     frames: list[tuple[int, int]] = []
@@ -208,12 +279,14 @@ def slice_bounds(
 
 
 def split_long(
-    samples: np.ndarray, start: int, end: int, max_samples: int, p: SlicerParams
+    samples: np.ndarray | SampleReader, start: int, end: int, max_samples: int, p: SlicerParams
 ) -> list[tuple[int, int]]:
     """Split `samples[start:end]` into pieces of at most `max_samples`, cutting at the quietest frame.
 
     A piece of up to 2 * max is cut once, in the window that leaves both sides <= max; a longer one
     is cut at the quietest frame at least max/2 from either end, and both sides are split again.
+    The frames are those of the piece on its own (`frame_rms(samples[start:end])`), computed only
+    inside the window and block by block, so `samples` may be a `SampleReader` of a long signal.
     Returns the pieces in order as (start, end) sample ranges.
     """
     if max_samples <= 0:
@@ -225,11 +298,23 @@ def split_long(
         lo, hi = length - max_samples, max_samples
     else:
         lo, hi = max_samples // 2, length - max_samples // 2
-    rms = frame_rms(samples[start:end], p.win, p.hop)
+    read = _reader(samples)
     f_lo = -(-lo // p.hop)  # first frame whose centre is >= lo
     f_hi = hi // p.hop  # last frame whose centre is <= hi
-    cut = start + (_argmin(rms, f_lo, f_hi + 1) * p.hop if f_hi >= f_lo else (lo + hi) // 2)
-    return split_long(samples, start, cut, max_samples, p) + split_long(samples, cut, end, max_samples, p)
+    if f_hi >= f_lo:
+        piece = lambda a, b: read(start + a, start + b)  # noqa: E731
+        window = frame_rms_range(piece, length, p.win, p.hop, f_lo, f_hi + 1)
+        cut = start + (int(np.argmin(window)) + f_lo) * p.hop
+    else:
+        cut = start + (lo + hi) // 2
+    return split_long(read, start, cut, max_samples, p) + split_long(read, cut, end, max_samples, p)
+
+
+def _reader(samples: np.ndarray | SampleReader) -> SampleReader:
+    if isinstance(samples, np.ndarray):
+        array = samples
+        return lambda a, b: array[a:b]
+    return samples
 
 
 def trim_edges(samples: np.ndarray, p: SlicerParams, rms: np.ndarray | None = None) -> tuple[int, int] | None:
@@ -244,6 +329,11 @@ def trim_edges(samples: np.ndarray, p: SlicerParams, rms: np.ndarray | None = No
         return None
     if rms is None:
         rms = frame_rms(samples, p.win, p.hop)
+    return trim_from_rms(rms, n_samples, p)
+
+
+def trim_from_rms(rms: np.ndarray, n_samples: int, p: SlicerParams) -> tuple[int, int] | None:
+    """`trim_edges` of an `n_samples` (>= 1) signal from its frame RMS alone."""
     loud = np.flatnonzero(rms >= p.threshold)
     if loud.size == 0:
         return None

@@ -15,6 +15,10 @@ Stages, in order:
      loudness mixes (`audio.loudness`); written as 16-bit WAV; linear spectrogram cached as `.npy`.
    Each finished source leaves a record in `.work/sources/`; a later run reuses it when the source file,
    its transcript and the audio settings are unchanged and its outputs exist.
+   A source longer than `STREAM_MIN_SECONDS` is decoded block by block into a spill file instead
+   (`analyse_streamed`: same clips, flat memory) and its clips are written by every worker
+   (`write_clip_group`); see `run_audio_stage`. SIGINT/SIGTERM stop the run at once, keeping finished
+   sources (`data.workers`).
 3. **post-audio stages** (`data.stages`): text (phonemes) and features (HuBERT) plug in here.
 4. **split** (`data.split`), **manifest** (`manifest.jsonl`), **report** (`report.json`, `report.png`).
 
@@ -30,10 +34,11 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,13 +48,16 @@ import numpy as np
 from gptsovits_train.audio.io import AudioLoadError, load_audio, resample, to_pcm16, wav_bytes_pcm16
 from gptsovits_train.audio.loudness import peak, peak_mix
 from gptsovits_train.audio.slicer import (
+    SampleReader,
     SlicerParams,
+    bounds_from_rms,
     frame_rms,
-    slice_bounds,
+    frame_rms_range,
     span_is_silent,
     split_long,
-    trim_edges,
+    trim_from_rms,
 )
+from gptsovits_train.audio.stream import BLOCK_FRAMES, SpillFile, decode_to_spill, stream_info
 from gptsovits_train.config import AudioConfig, Config, PrepareConfig
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
@@ -57,6 +65,7 @@ from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import Source, SourcePlan, collect_sources
 from gptsovits_train.data.split import SplitItem, assign_split, read_val_list, resolve_val_list
 from gptsovits_train.data.stages import Stage, StageResult, stage_name
+from gptsovits_train.data.workers import StopRequested, interruptible, kill_pool, worker_init
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from gptsovits_train.layout import DatasetLayout
@@ -64,6 +73,11 @@ from gptsovits_train.layout import DatasetLayout
 LOG = logging.getLogger(__name__)
 
 RECORD_FORMAT = 1
+#: Sources longer than this (input seconds, from the file header) are decoded block by block into a
+#: spill file instead of into memory (same clips, flat memory; see `analyse_streamed`).
+STREAM_MIN_SECONDS = 60.0
+#: Clip-writing tasks of a long source cover about this much audio each.
+CLIP_GROUP_SECONDS = 60.0
 Mode = Literal["trim", "slice"]
 
 
@@ -79,6 +93,8 @@ class SourceJob:
     root: Path
     audio: AudioConfig
     prepare: PrepareConfig
+    # not in the fingerprint: both ways of decoding give the same clips
+    stream_min_seconds: float = STREAM_MIN_SECONDS
 
     def fingerprint(self) -> str:
         """Changes whenever the source file, its transcript or any setting that shapes its clips does."""
@@ -140,39 +156,54 @@ def _span(path: Path, start: int, end: int, sr: int) -> str:
 def process_source(job: SourceJob) -> SourceOutcome:
     """Decode, cut, normalise and write the clips of one source (the audio stage for one file).
 
-    Per-file problems become `Skipped`/`WarningItem` entries; nothing is raised for bad audio.
+    The whole file is held in memory; `analyse_streamed` + `write_clip_group` do the same for a long
+    file with flat memory and the same result. Per-file problems become `Skipped`/`WarningItem`
+    entries; nothing is raised for bad audio.
     """
-    src, pcfg, acfg = job.source, job.prepare, job.audio
-    sr = acfg.sampling_rate
+    src, sr = job.source, job.audio.sampling_rate
     out = SourceOutcome()
-    name = str(src.path)
     try:
         loaded = load_audio(src.path)
     except AudioLoadError as exc:
-        out.skipped.append(Skipped(name, str(exc)))
+        out.skipped.append(Skipped(str(src.path), str(exc)))
         return out
     out.audio_seconds = loaded.seconds
-    out.warnings.extend(WarningItem(name, w) for w in loaded.warnings)
+    out.warnings.extend(WarningItem(str(src.path), w) for w in loaded.warnings)
     wave = resample(loaded.samples, loaded.sample_rate, sr)
-    params = SlicerParams.from_config(pcfg.slicer, sr)
+    params = SlicerParams.from_config(job.prepare.slicer, sr)
     rms = frame_rms(wave, params.win, params.hop)
-    source_peak = peak(wave)
+    bounds = _cut_source(job, wave, wave.shape[0], rms, peak(wave), params, out)
+    repaired = write_clips(job, wave, rms, 0, bounds, out)
+    _note_repaired(job, repaired, out)
+    return out
+
+
+def _cut_source(
+    job: SourceJob,
+    samples: np.ndarray | SampleReader,
+    n_samples: int,
+    rms: np.ndarray,
+    source_peak: float,
+    params: SlicerParams,
+    out: SourceOutcome,
+) -> list[tuple[int, int]]:
+    """Clip ranges of a decoded source from its frame RMS and peak; [] (with a reason in `out`) when
+    the whole source is skipped. `samples` is only read to split chunks longer than the maximum."""
+    pcfg, sr, name = job.prepare, job.audio.sampling_rate, str(job.source.path)
     if source_peak > pcfg.max_source_peak:
         out.skipped.append(
             Skipped(name, f"peak {source_peak:.2f} exceeds prepare.max_source_peak {pcfg.max_source_peak}")
         )
-        return out
+        return []
     if source_peak == 0.0 or rms.max() < params.threshold:
         out.skipped.append(Skipped(name, f"pure silence (nothing above {pcfg.slicer.threshold_db:g} dB)"))
-        return out
-
+        return []
     max_samples = round(pcfg.slicer.max_clip_seconds * sr)
-    bounds: list[tuple[int, int]]
     if job.mode == "trim":
-        trimmed = trim_edges(wave, params, rms)
+        trimmed = trim_from_rms(rms, n_samples, params)
         if trimmed is None:  # not reached after the silence check above; keeps the types narrow
             out.skipped.append(Skipped(name, "pure silence"))
-            return out
+            return []
         length = (trimmed[1] - trimmed[0]) / sr
         if trimmed[1] - trimmed[0] > max_samples:
             out.skipped.append(
@@ -183,13 +214,34 @@ def process_source(job: SourceJob) -> SourceOutcome:
                     "(cut it yourself, or use --slice-only and transcribe the clips)",
                 )
             )
-            return out
-        bounds = [trimmed]
-    else:
-        bounds = []
-        for start, end in slice_bounds(wave, params, rms):
-            bounds.extend(split_long(wave, start, end, max_samples, params))
+            return []
+        return [trimmed]
+    bounds: list[tuple[int, int]] = []
+    for start, end in bounds_from_rms(rms, n_samples, params):
+        bounds.extend(split_long(samples, start, end, max_samples, params))
+    return bounds
 
+
+def write_clips(
+    job: SourceJob,
+    samples: np.ndarray | SampleReader,
+    rms: np.ndarray,
+    rms_offset: int,
+    bounds: Sequence[tuple[int, int]],
+    out: SourceOutcome,
+) -> list[float]:
+    """Check, normalise and write the clips `bounds` of one source; returns the peaks it repaired.
+
+    Args:
+        samples: the source's 32 kHz waveform, or a `SampleReader` of it.
+        rms: frames `rms_offset ...` of the source's frame RMS, covering every range in `bounds`.
+    """
+    src, pcfg, acfg = job.source, job.prepare, job.audio
+    sr = acfg.sampling_rate
+    read = samples if not isinstance(samples, np.ndarray) else (lambda a, b: samples[a:b])
+    params = SlicerParams.from_config(pcfg.slicer, sr)
+    name = str(src.path)
+    shift = rms_offset * params.hop
     # the spectrogram needs more samples than its reflect pad and at least one frame
     spec_min = max(acfg.hop_length, (acfg.filter_length - acfg.hop_length) // 2 + 1)
     min_samples = max(round(pcfg.min_clip_seconds * sr), spec_min)
@@ -207,10 +259,10 @@ def process_source(job: SourceJob) -> SourceOutcome:
                 )
             )
             continue
-        clip_wave = wave[start:end]
-        if span_is_silent(rms, start, end, params):
+        if span_is_silent(rms, start - shift, end - shift, params):
             out.skipped.append(Skipped(span, "pure silence"))
             continue
+        clip_wave = read(start, end)
         clip_peak = peak(clip_wave)
         if clip_peak > 1.0:
             clip_wave = clip_wave / np.float32(clip_peak)
@@ -254,14 +306,103 @@ def process_source(job: SourceJob) -> SourceOutcome:
                 spec=spec_rel,
             )
         )
+    return repaired
+
+
+def _note_repaired(job: SourceJob, repaired: Sequence[float], out: SourceOutcome) -> None:
     if repaired:
         out.warnings.append(
             WarningItem(
-                name,
+                str(job.source.path),
                 f"{len(repaired)} clip(s) peaked above 1.0 (max {max(repaired):.3f}); divided by their peak",
             )
         )
-    return out
+
+
+# ------------------------------------------------------------------------- long sources, flat memory
+@dataclass
+class SourceCuts:
+    """The analysis of a streamed source: where its clips are, before any clip is written.
+
+    Attributes:
+        outcome: what is known so far (input seconds, load warnings, or why the source is skipped).
+        bounds: clip ranges in 32 kHz samples ([] when the whole source is skipped).
+        n_samples: length of the 32 kHz signal in the spill file.
+        rms: (n_frames,) float64 frame RMS of the whole signal (empty when skipped).
+        cpu: CPU seconds per part: `decode` (+ checks, mix), `resample` (+ peak, spill write),
+            `cuts` (frame RMS from the spill, slicer); for benchmarks.
+    """
+
+    outcome: SourceOutcome
+    bounds: list[tuple[int, int]]
+    n_samples: int
+    rms: np.ndarray
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+def analyse_streamed(
+    job: SourceJob,
+    spill: Path,
+    helper_thread: bool = False,
+    *,
+    decode_block: int = BLOCK_FRAMES,
+    rms_block: int = 1 << 11,
+) -> SourceCuts:
+    """Decode a long source block by block into `spill` (32 kHz float32), then find its clips.
+
+    Memory stays flat in the recording's length: one decode block, plus the frame RMS (8 bytes per
+    10 ms). The clip ranges are those `process_source` finds for the same file, for any block sizes
+    (`decode_block`: input frames per decode block; `rms_block`: frames per RMS block).
+    """
+    sr = job.audio.sampling_rate
+    out = SourceOutcome()
+    try:
+        decoded = decode_to_spill(
+            job.source.path, sr, spill, block_frames=decode_block, helper_thread=helper_thread
+        )
+    except AudioLoadError as exc:
+        spill.unlink(missing_ok=True)
+        out.skipped.append(Skipped(str(job.source.path), str(exc)))
+        return SourceCuts(out, [], 0, np.zeros(0))
+    out.audio_seconds = decoded.input_seconds
+    out.warnings.extend(WarningItem(str(job.source.path), w) for w in decoded.warnings)
+    start = time.thread_time()
+    params = SlicerParams.from_config(job.prepare.slicer, sr)
+    read = SpillFile(spill, decoded.n_samples)
+    rms = frame_rms_range(read, decoded.n_samples, params.win, params.hop, block_frames=rms_block)
+    bounds = _cut_source(job, read, decoded.n_samples, rms, decoded.peak, params, out)
+    cpu = {"decode": decoded.decode_cpu, "resample": decoded.resample_cpu, "cuts": time.thread_time() - start}
+    return SourceCuts(out, bounds, decoded.n_samples, rms if bounds else np.zeros(0), cpu)
+
+
+def write_clip_group(
+    job: SourceJob,
+    spill: Path,
+    n_samples: int,
+    bounds: Sequence[tuple[int, int]],
+    rms: np.ndarray,
+    rms_offset: int,
+) -> tuple[SourceOutcome, list[float]]:
+    """Write the clips `bounds` of a streamed source from its spill file (one task of the pool)."""
+    out = SourceOutcome()
+    repaired = write_clips(job, SpillFile(spill, n_samples), rms, rms_offset, bounds, out)
+    return out, repaired
+
+
+def clip_groups(bounds: Sequence[tuple[int, int]], group_samples: int) -> list[list[tuple[int, int]]]:
+    """Consecutive clip ranges in groups of at least `group_samples` (the last may be shorter)."""
+    groups: list[list[tuple[int, int]]] = []
+    current: list[tuple[int, int]] = []
+    size = 0
+    for start, end in bounds:
+        current.append((start, end))
+        size += end - start
+        if size >= group_samples:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    return groups
 
 
 def compute_spec(pcm: np.ndarray, acfg: AudioConfig, dtype: str) -> np.ndarray:
@@ -280,13 +421,6 @@ def compute_spec(pcm: np.ndarray, acfg: AudioConfig, dtype: str) -> np.ndarray:
     with torch.no_grad():
         spec = spectrogram(wave, acfg)
     return spec.to(getattr(torch, dtype)).numpy()
-
-
-def _worker_init() -> None:
-    # One process per core; keep torch single-threaded inside each.
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def _record_outputs_exist(layout: DatasetLayout, outcome: SourceOutcome) -> bool:
@@ -326,6 +460,24 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _needs_stream(job: SourceJob) -> bool:
+    """Long files that libsndfile can stream are cut with flat memory (`analyse_streamed`)."""
+    info = stream_info(job.source.path)
+    return info is not None and info.seconds > job.stream_min_seconds
+
+
+class _InlineExecutor:
+    """Runs each submitted call at once in this process (`-j 1`); same interface as the pool."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001  (delivered through the future, as a pool would)
+            fut.set_exception(exc)
+        return fut
+
+
 def run_audio_stage(
     layout: DatasetLayout,
     jobs: Sequence[SourceJob],
@@ -333,7 +485,17 @@ def run_audio_stage(
     workers: int,
     progress: bool,
 ) -> tuple[list[SourceOutcome], int]:
-    """Run (or reuse) every job; returns outcomes in job order and how many were reused."""
+    """Run (or reuse) every job; returns outcomes in job order and how many were reused.
+
+    A short source is one task (`process_source`). A long one (`_needs_stream`) is an analysis task
+    (`analyse_streamed`: decode, resample and frame RMS block by block into a spill file, then the
+    cuts) followed by one clip-writing task per ~`CLIP_GROUP_SECONDS` of clips (`write_clip_group`),
+    so that every worker helps on one long recording; with more workers than sources, the analysis
+    also decodes in a helper thread. A source's progress record is written when all its clips are.
+
+    Raises:
+        StopRequested: SIGINT/SIGTERM (see `data.workers`); the pool is killed, finished sources kept.
+    """
     layout.work_dir.mkdir(parents=True, exist_ok=True)
     outcomes: list[SourceOutcome | None] = [None] * len(jobs)
     fingerprints = [job.fingerprint() for job in jobs]
@@ -347,60 +509,145 @@ def run_audio_stage(
     reused = len(jobs) - len(todo)
     if reused:
         LOG.info("resuming: %d of %d sources already done", reused, len(jobs))
-
-    def task(i: int) -> tuple[SourceJob, str, Path]:
-        return jobs[i], fingerprints[i], layout.source_record(jobs[i].source.key)
+    if not todo:
+        return [o for o in outcomes if o is not None], reused
 
     from tqdm import tqdm
 
-    n_workers = max(1, min(workers, len(todo)))
+    streamed = {i for i in todo if _needs_stream(jobs[i])}
+    n_workers = max(1, min(workers, len(todo))) if not streamed else max(1, workers)
+    with_torch = any(jobs[i].write_spec for i in todo)
+    helper_thread = n_workers > len(todo)
+    group_samples = round(CLIP_GROUP_SECONDS * jobs[todo[0]].audio.sampling_rate)
+    pool: ProcessPoolExecutor | None = None
+    executor: ProcessPoolExecutor | _InlineExecutor
+    threads: int | None = None
     if n_workers == 1:
-        import torch
+        executor = _InlineExecutor()
+        if with_torch:
+            import torch
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one worker means one core, in this process too
-        try:
-            with tqdm(
-                total=len(todo), disable=not progress, file=sys.stderr, unit="file", desc="audio"
-            ) as bar:
-                for i in todo:
-                    outcomes[i] = _run_job(*task(i))
-                    bar.update(1)
-        finally:
-            torch.set_num_threads(threads)
-    elif todo:
-        # Import torch once here so that forked workers inherit it instead of importing it each.
-        import torch
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # one worker means one core, in this process too
+    else:
+        if with_torch:
+            import torch  # imported once here: forked workers inherit it
 
         method = "fork" if sys.platform.startswith("linux") else "spawn"
-        ctx = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init) as pool:
-            # Submit everything before the progress bar starts its monitor thread (fork safety).
-            futures: dict[Future[SourceOutcome], int] = {pool.submit(_run_job, *task(i)): i for i in todo}
-            try:
-                with tqdm(
-                    total=len(todo), disable=not progress, file=sys.stderr, unit="file", desc="audio"
-                ) as bar:
-                    for fut in as_completed(futures):
-                        outcomes[futures[fut]] = fut.result()
-                        bar.update(1)
-            except BaseException:
-                # Ctrl-C or a bug: do not start the remaining sources (finished ones keep their records).
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    return [o for o in outcomes if o is not None], reused
+        pool = ProcessPoolExecutor(
+            max_workers=n_workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=worker_init,
+            initargs=(os.getpid(), with_torch),
+        )
+        pool.submit(int).result()  # fork the workers now, before the progress bar starts a thread
+        executor = pool
+    tasks: dict[Future[Any], tuple[str, int, int]] = {}
+    cuts: dict[int, SourceCuts] = {}
+    parts: dict[int, list[tuple[SourceOutcome, list[float]] | None]] = {}
+    # at most one long source per worker at a time: each holds a spill file (128 KB per second)
+    waiting = [i for i in todo if i in streamed]
+    long_in_flight = 0
 
+    def start_long_sources() -> None:
+        nonlocal long_in_flight
+        while waiting and long_in_flight < n_workers:
+            i = waiting.pop(0)
+            long_in_flight += 1
+            spill = layout.source_spill(jobs[i].source.key)
+            tasks[executor.submit(analyse_streamed, jobs[i], spill, helper_thread)] = ("analyse", i, 0)
 
-def _run_job(job: SourceJob, fingerprint: str, record_path: Path) -> SourceOutcome:
-    """Process one source, then write its progress record (last, so a record means "all files done")."""
+    def finish(i: int, outcome: SourceOutcome) -> None:
+        nonlocal long_in_flight
+        if i in streamed:
+            long_in_flight -= 1
+        source = str(jobs[i].source.path)
+        record = {"fingerprint": fingerprints[i], "source": source, "outcome": outcome.to_dict()}
+        # last, so that a record means "all files done"; no fsync: a record lost in a power cut
+        # only means that the source is done again
+        atomic_write_bytes(layout.source_record(jobs[i].source.key), json.dumps(record).encode(), fsync=False)
+        layout.source_spill(jobs[i].source.key).unlink(missing_ok=True)
+        outcomes[i] = outcome
+        bar.update(1)
+        start_long_sources()
+
+    def collect(fut: Future[Any], kind: str, i: int, g: int) -> None:
+        job = jobs[i]
+        try:
+            result = fut.result()
+        except Exception as exc:  # a bug, not bad audio: keep the traceback, name the file
+            raise RuntimeError(f"unexpected error while preparing {job.source.path}: {exc}") from exc
+        if kind == "whole":
+            finish(i, result)
+        elif kind == "analyse":
+            found: SourceCuts = result
+            if not found.bounds:
+                finish(i, found.outcome)
+                return
+            cuts[i] = found
+            groups = clip_groups(found.bounds, group_samples)
+            parts[i] = [None] * len(groups)
+            hop = SlicerParams.from_config(job.prepare.slicer, job.audio.sampling_rate).hop
+            spill = layout.source_spill(job.source.key)
+            for k, group in enumerate(groups):
+                f0, f1 = group[0][0] // hop, -(-group[-1][1] // hop)
+                fut2 = executor.submit(
+                    write_clip_group, job, spill, found.n_samples, group, found.rms[f0:f1], f0
+                )
+                tasks[fut2] = ("clips", i, k)
+        else:
+            slots = parts[i]
+            slots[g] = result
+            if all(slot is not None for slot in slots):
+                outcome = cuts.pop(i).outcome
+                repaired: list[float] = []
+                for slot in slots:
+                    assert slot is not None
+                    group_out, group_repaired = slot
+                    outcome.clips.extend(group_out.clips)
+                    outcome.skipped.extend(group_out.skipped)
+                    outcome.file_sizes.update(group_out.file_sizes)
+                    repaired.extend(group_repaired)
+                _note_repaired(job, repaired, outcome)
+                del parts[i]
+                finish(i, outcome)
+
     try:
-        outcome = process_source(job)
-    except Exception as exc:  # a bug, not bad audio: keep the traceback, name the file
-        raise RuntimeError(f"unexpected error while preparing {job.source.path}: {exc}") from exc
-    record = {"fingerprint": fingerprint, "source": str(job.source.path), "outcome": outcome.to_dict()}
-    # no fsync: a record lost in a power cut only means that the source is done again
-    atomic_write_bytes(record_path, json.dumps(record).encode(), fsync=False)
-    return outcome
+        with tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="file", desc="audio") as bar:
+            start_long_sources()
+            for i in todo:
+                if i not in streamed:
+                    tasks[executor.submit(process_source, jobs[i])] = ("whole", i, 0)
+                    # collect what is done now (all of it with -j 1: each source is recorded at once)
+                    while finished := [fut for fut in tasks if fut.done()]:
+                        for fut in finished:
+                            collect(fut, *tasks.pop(fut))
+            while tasks:
+                done, _ = wait(list(tasks), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    collect(fut, *tasks.pop(fut))
+    except BaseException as exc:
+        # Ctrl-C, SIGTERM or a bug: stop at once; finished sources keep their records
+        if pool is not None:
+            kill_pool(pool)
+            pool = None
+        for i in todo:
+            if outcomes[i] is None:
+                layout.source_spill(jobs[i].source.key).unlink(missing_ok=True)
+        if isinstance(exc, StopRequested | KeyboardInterrupt):
+            stop = exc if isinstance(exc, StopRequested) else StopRequested(int(signal.SIGINT))
+            done_now = sum(1 for i in todo if outcomes[i] is not None)
+            stop.detail = f"{reused + done_now} of {len(jobs)} source files done"
+            raise stop from None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+    return [o for o in outcomes if o is not None], reused
 
 
 # ---------------------------------------------------------------------------------------- pipeline
@@ -496,6 +743,7 @@ def default_post_audio_stages(cfg: Config) -> list[Stage]:
     return stages
 
 
+@interruptible("prepare")
 def prepare(
     inputs: Sequence[Path | str],
     out_dir: Path | str,
@@ -533,6 +781,8 @@ def prepare(
         The report (also written to report.json).
     Raises:
         GsvError: no audio, no transcript at all, bad output folder, or no usable clip in the end.
+        Interrupted: SIGINT/SIGTERM (Ctrl-C, `timeout`, `docker stop`); finished work is kept and the
+            same call resumes (`data.workers`).
     """
     t0 = time.perf_counter()
     layout = DatasetLayout(Path(out_dir))

@@ -6,7 +6,8 @@
 there). `english_phones` then turns the normalised text into ARPAbet phones with stress digits,
 as the official `en_G2p` (shared/docs/text-frontend.md §2.2):
 
-- tokens from NLTK's `TweetTokenizer` (contractions and hyphenated words stay whole);
+- tokens as NLTK's `TweetTokenizer` makes them (contractions and hyphenated words stay whole;
+  `en_tokenize.py`, which does not import NLTK for normalised text);
 - per token, on its lowercased form:
   1. no letter → the token itself (punctuation: `, . ? ! -`; an apostrophe becomes `-`);
   2. one letter → its dictionary reading, except a capital `A` → `EY1`;
@@ -41,6 +42,7 @@ from gptsovits_train.text.en_lexicon import Lexicon, homographs, lexicon
 from gptsovits_train.text.en_neural import neural_g2p
 from gptsovits_train.text.en_normalize import english_normalize, english_normalize_report
 from gptsovits_train.text.en_pos import pos_tags
+from gptsovits_train.text.en_tokenize import tweet_tokenize
 from gptsovits_train.text.symbols import UNK, symbol_to_id
 
 LOG = logging.getLogger(__name__)
@@ -62,14 +64,6 @@ _VOICELESS = frozenset({"P", "T", "K", "F", "TH", "HH"})
 _SIBILANT = frozenset({"S", "Z", "SH", "ZH", "CH", "JH"})
 #: Model/separator tokens removed from the output (a bare `UW` is a neural-model artefact).
 _SKIPPED = frozenset({" ", "<pad>", "UW", "</s>", "<s>"})
-
-
-@cache
-def _tokenize() -> Callable[[str], list[str]]:
-    from nltk.tokenize.casual import TweetTokenizer
-
-    tokenize: Callable[[str], list[str]] = TweetTokenizer().tokenize
-    return tokenize
 
 
 @cache
@@ -180,7 +174,7 @@ def finalize_phones(prons: Sequence[Sequence[str]]) -> list[str]:
 
 def english_phones(norm_text: str) -> list[str]:
     """Normalised English text → phones (the official `english.g2p`)."""
-    tokens = _tokenize()(norm_text)
+    tokens = tweet_tokenize(norm_text)
     return finalize_phones(word_phones(tokens))
 
 

@@ -1,0 +1,250 @@
+"""Flat-memory decoding of long recordings: decode, mix to mono and resample block by block.
+
+`audio.io.load_audio` + `audio.io.resample` hold a whole recording in memory (≈ 0.5 MB per second of
+44.1 kHz stereo input, several GB for an audiobook). `decode_to_spill` gives the *same* 32 kHz mono
+float32 samples, bit for bit, while holding one block at a time:
+
+- libsndfile decodes sequentially in blocks (PCM and compressed formats alike decode identically
+  whether read at once or in blocks);
+- the channel mix is the same float32 mean per sample (two channels: ``(l + r) / 2``, which is what
+  numpy's float32 mean computes);
+- soxr's streaming resampler gives the same output as its one-shot call for any block split (it
+  processes the stream the same way internally; `tests/test_prepare_scale.py` checks it).
+
+The resampled samples go to a raw float32 "spill" file (4 bytes per output sample, ≈ 460 MB per hour
+at 32 kHz, deleted when the source is done) that `SpillFile` reads back by range: the slicer's frame
+RMS, the cuts and every clip then read only what they need. With `helper_thread=True` a second thread
+decodes the next blocks while the calling thread resamples and writes (libsndfile, numpy and soxr
+release the GIL), which lets a second core help on one long file.
+
+The checks are those of `load_audio`, with the same messages: empty/truncated/corrupt files, no
+samples, NaN/Inf samples, and the 8-bit / surround-downmix warnings.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, _wav_truncation
+
+LOG = logging.getLogger(__name__)
+
+#: Input frames decoded per block (≈ 1.5 s at 44.1 kHz; ≈ 0.5 MB per channel in float32).
+BLOCK_FRAMES = 1 << 16
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Header facts of a file libsndfile can stream: input rate, channels, subtype, frame count."""
+
+    sample_rate: int
+    channels: int
+    subtype: str
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def stream_info(path: Path) -> StreamInfo | None:
+    """The header of `path` when libsndfile can open it, else None (the caller decodes it whole)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
+    return StreamInfo(int(info.samplerate), int(info.channels), str(info.subtype), int(info.frames))
+
+
+@dataclass
+class StreamResult:
+    """What `decode_to_spill` found: output length and peak, input length, warnings (as `LoadedAudio`),
+    and the CPU seconds of its two pipeline stages (decode + checks + mix; resample + peak + write)."""
+
+    n_samples: int
+    peak: float
+    input_seconds: float
+    warnings: list[str] = field(default_factory=list)
+    decode_cpu: float = 0.0
+    resample_cpu: float = 0.0
+
+
+def mix_to_mono(data: np.ndarray) -> np.ndarray:
+    """(n, channels) float32 -> (n,) float32, bit-identical to `load_audio`'s channel mean."""
+    channels = data.shape[1]
+    if channels == 1:
+        return np.ascontiguousarray(data[:, 0])
+    if channels == 2:
+        return (data[:, 0] + data[:, 1]) / np.float32(2)  # what mean(axis=1, dtype=float32) computes
+    return np.ascontiguousarray(data.mean(axis=1, dtype=np.float32))
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioLoadError(f"cannot read file ({exc.strerror})") from None
+    if size == 0:
+        raise AudioLoadError("empty file (0 bytes)")
+    if path.suffix.lower() == ".wav":
+        reason = _wav_truncation(path, size)
+        if reason:
+            raise AudioLoadError(reason)
+
+
+def _libsndfile_error(exc: sf.LibsndfileError) -> AudioLoadError:
+    text = str(exc.error_string).strip().rstrip(".")
+    if "format not recognised" in text.lower():
+        return AudioLoadError(f"not an audio file (libsndfile: {text})")
+    return AudioLoadError(f"corrupt or truncated audio (libsndfile: {text})")
+
+
+def _decoded_blocks(fh: sf.SoundFile, block_frames: int) -> Iterator[tuple[np.ndarray, int, float]]:
+    """(mono block, NaN/Inf count, CPU seconds spent on it) per block until the end of the file."""
+    while True:
+        cpu = time.thread_time()
+        try:
+            data = fh.read(block_frames, dtype="float32", always_2d=True)
+        except sf.LibsndfileError as exc:
+            raise _libsndfile_error(exc) from None
+        except (RuntimeError, OSError) as exc:
+            raise AudioLoadError(f"cannot decode audio ({exc})") from None
+        if data.shape[0] == 0:
+            return
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        mono = mix_to_mono(data)
+        yield mono, bad, time.thread_time() - cpu
+
+
+Block = tuple[np.ndarray, int, float]
+
+
+def _prefetched(blocks: Iterator[Block], depth: int = 4) -> Iterator[Block]:
+    """Run `blocks` in a helper thread, `depth` blocks ahead; its exceptions are re-raised here."""
+    q: queue.Queue[Block | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in blocks:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(None)
+        except BaseException as exc:  # noqa: BLE001  (handed to the consumer, which raises it)
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="audio-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def decode_to_spill(
+    path: Path,
+    sr_out: int,
+    spill: Path,
+    *,
+    block_frames: int = BLOCK_FRAMES,
+    helper_thread: bool = False,
+) -> StreamResult:
+    """Decode `path` to float32 mono at `sr_out`, written raw to `spill`, one block at a time.
+
+    The samples in `spill` are bit-identical to ``resample(load_audio(path).samples, sr, sr_out)``.
+
+    Raises:
+        AudioLoadError: the same per-file problems as `load_audio`, with the same messages.
+    """
+    _check_file(path)
+    try:
+        fh = sf.SoundFile(str(path))
+    except sf.LibsndfileError as exc:
+        raise _libsndfile_error(exc) from None
+    except (RuntimeError, OSError) as exc:
+        raise AudioLoadError(f"cannot decode audio ({exc})") from None
+    with fh:
+        sr_in, channels, subtype = int(fh.samplerate), int(fh.channels), str(fh.subtype)
+        resampler = (
+            None
+            if sr_in == sr_out
+            else soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+        )
+        n_in = n_out = bad = 0
+        top = decode_cpu = resample_cpu = 0.0
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        blocks = _decoded_blocks(fh, block_frames)
+        if helper_thread:
+            blocks = _prefetched(blocks)
+        with open(spill, "wb") as out:
+
+            def emit(samples: np.ndarray) -> None:
+                nonlocal n_out, top
+                if samples.size:
+                    top = max(top, float(np.max(np.abs(samples))))
+                    out.write(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
+                    n_out += samples.shape[0]
+
+            for mono, n_bad, cpu in blocks:
+                decode_cpu += cpu
+                n_in += mono.shape[0]
+                bad += n_bad
+                if bad:
+                    continue  # the file is rejected; count the rest for the message
+                start = time.thread_time()
+                emit(mono if resampler is None else resampler.resample_chunk(mono, last=False))
+                resample_cpu += time.thread_time() - start
+            if resampler is not None and n_in and not bad:
+                emit(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    if n_in == 0:
+        raise AudioLoadError("no audio samples")
+    if bad:
+        raise AudioLoadError(f"{bad} NaN/Inf samples")
+    warnings: list[str] = []
+    if subtype in ("PCM_U8", "PCM_S8"):
+        warnings.append("8-bit audio: noise floor near -48 dB, expect a noisier voice")
+    if channels > 2:
+        warnings.append(f"{channels} channels mixed down to mono (channel mean)")
+    return StreamResult(n_out, top, n_in / sr_in, warnings, decode_cpu, resample_cpu)
+
+
+class SpillFile:
+    """Random access to the raw float32 samples written by `decode_to_spill` (a `SampleReader`)."""
+
+    def __init__(self, path: Path, n_samples: int) -> None:
+        self.path = path
+        self.n_samples = n_samples
+
+    def __call__(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end) as (end - start,) float32."""
+        if not 0 <= start <= end <= self.n_samples:
+            raise ValueError(f"range [{start}, {end}) outside the {self.n_samples} samples of {self.path}")
+        with open(self.path, "rb") as fh:
+            fh.seek(4 * start)
+            data = np.fromfile(fh, dtype=np.float32, count=end - start)
+        if data.shape[0] != end - start:
+            raise OSError(f"{self.path} is shorter than expected ({start + data.shape[0]} < {end} samples)")
+        return data
