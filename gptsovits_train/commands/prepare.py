@@ -26,8 +26,8 @@ def prepare_command(
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Audio files and folders (recursive; wav, flac, mp3, ogg, opus). May be left out when "
-            "--transcripts lists the audio, or with --sample.",
+            help="Audio files and folders (recursive; wav, flac, mp3, ogg, opus, m4a, aac, webm, wma). "
+            "May be left out when --transcripts lists the audio, or with --sample.",
             exists=True,
             show_default=False,
         ),
@@ -213,6 +213,10 @@ def prepare_command(
         raise fail(str(exc)) from None
     if not quiet:
         typer.echo(format_summary(report))
+    else:  # the summary lists every warning; without it, still say what will stop `fit`
+        for w in report.warnings:
+            if w.stage == "split":
+                typer.secho(f"warning: {w.message}", err=True, fg=typer.colors.YELLOW)
     if slice_only:
         typer.echo(
             f"sliced {report.n_clips} clips into {out}/wavs; fill in {out}/transcripts_template.list and run "

@@ -40,7 +40,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gptsovits_train.audio.io import AudioLoadError, load_audio, resample, to_pcm16, wav_bytes_pcm16
+from gptsovits_train.audio.clipping import Clipping, detect_clipping
+from gptsovits_train.audio.io import (
+    AUDIO_EXTENSIONS_TEXT,
+    AudioLoadError,
+    load_audio,
+    resample,
+    to_pcm16,
+    wav_bytes_pcm16,
+)
 from gptsovits_train.audio.loudness import peak, peak_mix
 from gptsovits_train.audio.slicer import (
     SlicerParams,
@@ -55,7 +63,13 @@ from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import Source, SourcePlan, collect_sources
-from gptsovits_train.data.split import SplitItem, assign_split, read_val_list, resolve_val_list
+from gptsovits_train.data.split import (
+    SplitItem,
+    assign_split,
+    read_val_list,
+    resolve_val_list,
+    split_warning,
+)
 from gptsovits_train.data.stages import Stage, StageResult, default_post_audio_stages, stage_name
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_text
@@ -153,6 +167,12 @@ def process_source(job: SourceJob) -> SourceOutcome:
         return out
     out.audio_seconds = loaded.seconds
     out.warnings.extend(WarningItem(name, w) for w in loaded.warnings)
+    clipping = detect_clipping(loaded.samples)
+    if clipping.share > pcfg.clipping_skip_share:
+        out.skipped.append(Skipped(name, f"{clipping_text(clipping)}, more than prepare.clipping_skip_share"))
+        return out
+    if clipping.share > pcfg.clipping_warn_share:
+        out.warnings.append(WarningItem(name, f"{clipping_text(clipping)}; expect audible distortion"))
     wave = resample(loaded.samples, loaded.sample_rate, sr)
     params = SlicerParams.from_config(pcfg.slicer, sr)
     rms = frame_rms(wave, params.win, params.hop)
@@ -254,7 +274,8 @@ def process_source(job: SourceJob) -> SourceOutcome:
                 spec=spec_rel,
             )
         )
-    if repaired:
+    # Resampling rings a little above a full-scale input; only a source that was itself above 1.0 is news.
+    if repaired and peak(loaded.samples) > 1.0 and max(repaired) >= 1.0005:
         out.warnings.append(
             WarningItem(
                 name,
@@ -262,6 +283,13 @@ def process_source(job: SourceJob) -> SourceOutcome:
             )
         )
     return out
+
+
+def clipping_text(clipping: Clipping) -> str:
+    return (
+        f"clipped: {clipping.share:.1%} of the samples sit in flat runs at full scale "
+        f"(|x| = {clipping.level:.3f})"
+    )
 
 
 def compute_spec(pcm: np.ndarray, acfg: AudioConfig, dtype: str) -> np.ndarray:
@@ -468,9 +496,17 @@ def _write_template(layout: DatasetLayout, clips: Sequence[Clip], language: str)
     atomic_write_text(layout.list_template, "".join(line + "\n" for line in lines))
 
 
-def no_transcript_message(n_sources: int) -> str:
+def no_transcript_message(n_sources: int, problems: Sequence[Skipped] = ()) -> str:
+    """The error for a run where no source has a transcript, naming what went wrong with the
+    transcript files that were given (their `Skipped` items of the transcripts stage)."""
+    reasons = [p for p in problems if p.stage == "transcripts"]
+    detail = ""
+    if reasons:
+        shown = "; ".join(f"{p.source}: {p.reason}" for p in reasons[:3])
+        more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+        detail = f" Transcript problems: {shown}{more}."
     return (
-        f"none of the {n_sources} audio files has a transcript. Give one with --transcripts FILE "
+        f"none of the {n_sources} audio files has a transcript.{detail} Give one with --transcripts FILE "
         "(.list or LJSpeech metadata.csv) or <name>.txt/<name>.lab beside each file, "
         "or run with --slice-only to cut clips and get a .list template to fill in, "
         "or transcribe them with --asr DIR"
@@ -537,7 +573,7 @@ def prepare(
         _clear_outputs(layout)
     if not plan.sources:
         detail = f"; first problem: {skipped[0].source}: {skipped[0].reason}" if skipped else ""
-        raise GsvError(f"no audio files to prepare (looked for .wav, .flac, .mp3, .ogg, .opus){detail}")
+        raise GsvError(f"no audio files to prepare (looked for {AUDIO_EXTENSIONS_TEXT}){detail}")
     jobs: list[SourceJob] = []
     for src in plan.sources:
         has_text = src.transcript is not None and bool(src.transcript.text)
@@ -555,7 +591,7 @@ def prepare(
             SourceJob(src, mode, not slice_only, not slice_only, layout.root.absolute(), cfg.audio, pcfg)
         )
     if not slice_only and not keep_untranscribed and plan.n_with_transcript == 0:
-        raise GsvError(no_transcript_message(len(plan.sources)))
+        raise GsvError(no_transcript_message(len(plan.sources), plan.skipped))
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.work_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(layout.config, cfg.to_yaml())
@@ -639,6 +675,10 @@ def prepare(
     )
     for clip in clips:
         clip.split = "val" if split[clip.id] == "val" else "train"
+    n_val = sum(c.split == "val" for c in clips)
+    split_problem = split_warning(len(clips) - n_val, n_val, pcfg.split.val_ratio) if clips else None
+    if split_problem is not None:
+        warnings.append(WarningItem("split", split_problem, "split"))
     report.clips = clips
     report.skipped = skipped
     report.warnings = warnings

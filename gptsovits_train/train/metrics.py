@@ -22,7 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gptsovits_train.fileio import atomic_path, atomic_write_json, atomic_write_text
+from gptsovits_train.fileio import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    naming_write_failures,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -49,9 +54,10 @@ class MetricsLog:
     def log(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, **_jsonable(fields), "time": round(time.monotonic() - self._t0, 3)}
         if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            with naming_write_failures(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         return record
 
     def rewind(self, step: int, epoch: int) -> int:
