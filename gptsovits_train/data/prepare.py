@@ -676,7 +676,11 @@ def prepare(
     for clip in clips:
         clip.split = "val" if split[clip.id] == "val" else "train"
     n_val = sum(c.split == "val" for c in clips)
-    split_problem = split_warning(len(clips) - n_val, n_val, pcfg.split.val_ratio) if clips else None
+    split_problem = (
+        split_warning(len(clips) - n_val, n_val, pcfg.split.val_ratio, pinned=pinned is not None)
+        if clips
+        else None
+    )
     if split_problem is not None:
         warnings.append(WarningItem("split", split_problem, "split"))
     report.clips = clips

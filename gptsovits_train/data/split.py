@@ -130,18 +130,20 @@ def clips_needed(n_val: int, val_ratio: float) -> int | None:
     return None
 
 
-def split_warning(n_train: int, n_val: int, val_ratio: float) -> str | None:
+def split_warning(n_train: int, n_val: int, val_ratio: float, *, pinned: bool = False) -> str | None:
     """What is wrong with a train/val split for `fit`, or None when it is usable.
 
     `fit` needs at least one clip on each side; fewer than `MIN_USEFUL_VAL_CLIPS` validation clips
-    train fine but make early stopping follow the noise of one or two clips.
+    train fine but make early stopping follow the noise of one or two clips. `pinned`: the validation
+    clips were named by --val-list (the advice is then about that list, not about val_ratio).
     """
     useful = clips_needed(MIN_USEFUL_VAL_CLIPS, val_ratio)
-    more = (
-        f"about {useful} clips give {MIN_USEFUL_VAL_CLIPS} validation clips at val_ratio {val_ratio:g}"
-        if useful is not None
-        else f"raise prepare.split.val_ratio (now {val_ratio:g}) or pin clips with --val-list"
-    )
+    if pinned:
+        more = "name more clips in --val-list"
+    elif useful is not None:
+        more = f"about {useful} clips give {MIN_USEFUL_VAL_CLIPS} validation clips at val_ratio {val_ratio:g}"
+    else:
+        more = f"raise prepare.split.val_ratio (now {val_ratio:g}) or pin clips with --val-list"
     total = n_train + n_val
     if n_val == 0:
         if total < 2:

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptsovits_train.audio.io import AUDIO_EXTENSIONS
+from gptsovits_train.audio.io import AV_EXTENSIONS, SNDFILE_EXTENSIONS
 from gptsovits_train.data.report_types import Skipped
 
 LOG = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def _list_candidates(raw: str, base: Path) -> tuple[Path, ...]:
 
 
 def _id_candidates(key: str, base: Path) -> tuple[Path, ...]:
-    exts = sorted(AUDIO_EXTENSIONS)
+    exts = sorted(SNDFILE_EXTENSIONS) + sorted(AV_EXTENSIONS)  # libsndfile's formats first, as before
     return tuple((base / "wavs" / f"{key}{e}").absolute() for e in exts) + tuple(
         (base / f"{key}{e}").absolute() for e in exts
     )
