@@ -49,6 +49,18 @@ def write_failure(exc: OSError, path: Path | str) -> str | None:
     return None
 
 
+def output_failure(exc: OSError, root: Path | str) -> str | None:
+    """`write_failure` for an error about a path inside the output folder `root` (else None: an error
+    about some other path, e.g. an input, is not an output problem)."""
+    if not exc.filename:
+        return None
+    where = Path(os.fsdecode(exc.filename)).absolute()
+    base = Path(root).absolute()
+    if where != base and base not in where.parents:
+        return None
+    return write_failure(exc, where)
+
+
 @contextlib.contextmanager
 def naming_write_failures(path: Path | str) -> Iterator[None]:
     """Turn a disk/permission `OSError` raised inside the block into `OutputWriteError` (see

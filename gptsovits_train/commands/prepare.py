@@ -12,6 +12,7 @@ from gptsovits_train.cli import ConfigOpt, QuietOpt, SetOpt, app, fail, load_cli
 from gptsovits_train.config import Config
 from gptsovits_train.data.stages import Stage, default_post_audio_stages
 from gptsovits_train.errors import GsvError
+from gptsovits_train.fileio import OutputWriteError, output_failure
 from gptsovits_train.logging_setup import configure_logging
 
 LOG = logging.getLogger(__name__)
@@ -209,8 +210,18 @@ def prepare_command(
                 stages=stages,
                 progress=not quiet,
             )
+    except OutputWriteError as exc:
+        raise fail(
+            f"{exc}; the finished clips are kept. Free some space (or make the folder writable), then run "
+            "the same command again: it resumes"
+        ) from None
     except GsvError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # a disk/permission failure outside the atomic writers (folders)
+        message = output_failure(exc, out)
+        if message is None:
+            raise
+        raise fail(f"{message}; fix it and run the same command again: it resumes") from None
     if not quiet:
         typer.echo(format_summary(report))
     else:  # the summary lists every warning; without it, still say what will stop `fit`

@@ -72,7 +72,13 @@ from gptsovits_train.data.split import (
 )
 from gptsovits_train.data.stages import Stage, StageResult, default_post_audio_stages, stage_name
 from gptsovits_train.errors import GsvError
-from gptsovits_train.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_text
+from gptsovits_train.fileio import (
+    OutputWriteError,
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_text,
+    output_failure,
+)
 from gptsovits_train.layout import DatasetLayout
 
 LOG = logging.getLogger(__name__)
@@ -423,7 +429,12 @@ def _run_job(job: SourceJob, fingerprint: str, record_path: Path) -> SourceOutco
     """Process one source, then write its progress record (last, so a record means "all files done")."""
     try:
         outcome = process_source(job)
+    except GsvError:  # a full disk or unwritable folder (OutputWriteError): one line, not a bug
+        raise
     except Exception as exc:  # a bug, not bad audio: keep the traceback, name the file
+        message = output_failure(exc, job.root) if isinstance(exc, OSError) else None
+        if message is not None:
+            raise OutputWriteError(message) from exc
         raise RuntimeError(f"unexpected error while preparing {job.source.path}: {exc}") from exc
     record = {"fingerprint": fingerprint, "source": str(job.source.path), "outcome": outcome.to_dict()}
     # no fsync: a record lost in a power cut only means that the source is done again
