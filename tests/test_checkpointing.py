@@ -152,7 +152,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_checkpoint(junk)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weight": {}}, foreign)
@@ -160,7 +160,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(foreign)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "x": Evil()}, pickled)
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="refused to load: it references '.*Evil'"):
         load_checkpoint(pickled)
 
 

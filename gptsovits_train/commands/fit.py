@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from gptsovits_train.cli import ConfigOpt, QuietOpt, SetOpt, app, fail, load_cli_config
+from gptsovits_train.cli import QuietOpt, SetOpt, app, fail, load_cli_config
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import OutputWriteError, output_failure
 from gptsovits_train.layout import RunLayout
@@ -23,14 +23,25 @@ from gptsovits_train.train.run_folder import discard_run
 LOG = logging.getLogger(__name__)
 
 
-@app.command("fit")
+FIT_HELP = (
+    "Train the SoVITS generator on `train.dataset`: validation every `train.val_every` epochs, early "
+    "stopping, ReduceLROnPlateau, and the best weights reloaded at the end.\n\n"
+    "Ctrl-C (or SIGTERM) stops after the current step, saves last.pt (resume with --resume), reloads the "
+    "best weights and writes the summary; the exit code is then 128 + the signal number."
+)
+
+
+@app.command("fit", help=FIT_HELP)
 def fit_command(
-    config: ConfigOpt = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file (see configs/).")],
     overrides: SetOpt = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
-            "--run-dir", "-r", help="Run folder for checkpoints and logs (default: runs/<config file name>)."
+            "--run-dir",
+            "-r",
+            help="Run folder for checkpoints and logs.",
+            show_default="runs/<config file name>",
         ),
     ] = None,
     resume: Annotated[
@@ -44,18 +55,11 @@ def fit_command(
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the SoVITS generator on `train.dataset`: validation every `train.val_every` epochs, early
-    stopping, ReduceLROnPlateau, and the best weights reloaded at the end.
-
-    Ctrl-C (or SIGTERM) stops after the current step, saves last.pt (resume with --resume), reloads the
-    best weights and writes the summary; the exit code is then 128 + the signal number.
-    """
+    """`FIT_HELP` (one string per paragraph, so that the help text wraps by paragraph)."""
     rank = int(os.environ.get("RANK", "0"))
     configure_logging(quiet=quiet)
     if rank != 0:  # under torchrun, rank 0 speaks for the run; the others report errors only
         logging.getLogger().setLevel(logging.ERROR)
-    if config is None:
-        raise typer.BadParameter("is required, e.g. --config configs/demo.yaml", param_hint="--config")
     if resume and force:
         raise typer.BadParameter("--resume and --force exclude each other", param_hint="--force")
     cfg = load_cli_config(config, overrides)

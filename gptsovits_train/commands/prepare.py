@@ -18,7 +18,10 @@ from gptsovits_train.logging_setup import configure_logging
 LOG = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
-LANGUAGES = ("zh", "en", "ja", "ko", "yue")
+#: --language values: the languages with a phoneme frontend, and `auto` (Mandarin/English by script).
+LANGUAGES = ("auto", "zh", "en")
+#: Official language tags without a frontend yet: their clips would only be skipped.
+NOT_YET_SUPPORTED = ("ja", "ko", "yue")
 
 
 @app.command("prepare")
@@ -48,25 +51,37 @@ def prepare_command(
     ] = None,
     language: Annotated[
         str | None,
-        typer.Option("--language", "-l", help="Language of transcripts without one: zh, en, ja, ko, yue."),
+        typer.Option(
+            "--language",
+            "-l",
+            help="Language of transcripts without one: zh, en, or auto (Mandarin/English by script).",
+            show_default="prepare.text.language, en; --sample: en",
+        ),
     ] = None,
     speaker: Annotated[
-        str | None, typer.Option("--speaker", help="Speaker name (default: each file's folder name).")
+        str | None, typer.Option("--speaker", help="Speaker name.", show_default="each file's folder name")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-j", help="Parallel processes (default: all cores).")
+        int | None,
+        typer.Option(
+            "--workers", "-j", help="Parallel processes.", show_default="prepare.workers, else all cores"
+        ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Split seed (default prepare.split.seed).")
+        int | None, typer.Option("--seed", help="Split seed.", show_default="prepare.split.seed, 1234")
     ] = None,
     val_ratio: Annotated[
-        float | None, typer.Option("--val-ratio", help="Validation fraction in [0, 1) (default 0.1).")
+        float | None,
+        typer.Option(
+            "--val-ratio", help="Validation fraction in [0, 1).", show_default="prepare.split.val_ratio, 0.1"
+        ),
     ] = None,
     val_list: Annotated[
         Path | None,
         typer.Option(
             "--val-list",
             help="File of clip ids or paths that form the validation set.",
+            show_default="a seeded draw",
             exists=True,
             dir_okay=False,
         ),
@@ -88,12 +103,17 @@ def prepare_command(
         typer.Option(
             "--hubert",
             help="HF-format chinese-hubert-base folder for content features, or 'random-tiny' (a small "
-            "random HuBERT: checks the pipeline, makes no usable voice). Default: prepare.features.hubert, "
-            "else the files of `gsv-train download-pretrained` when present.",
+            "random HuBERT: checks the pipeline, makes no usable voice).",
+            show_default="prepare.features.hubert, else the download-pretrained files when present",
         ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="Device for HuBERT/ASR: auto, cpu or cuda.")
+        str | None,
+        typer.Option(
+            "--device",
+            help="Device for HuBERT/ASR: auto, cpu or cuda.",
+            show_default="prepare.features.device, auto",
+        ),
     ] = None,
     asr: Annotated[
         Path | None,
@@ -121,8 +141,11 @@ def prepare_command(
     if val_ratio is not None and not 0.0 <= val_ratio < 1.0:
         raise typer.BadParameter(f"must be in [0, 1), got {val_ratio}", param_hint="--val-ratio")
     if language is not None and language not in LANGUAGES:
+        later = (
+            " (not supported yet: its clips would all be skipped)" if language in NOT_YET_SUPPORTED else ""
+        )
         raise typer.BadParameter(
-            f"{language!r} is not one of {', '.join(LANGUAGES)}", param_hint="--language"
+            f"{language!r} is not one of {', '.join(LANGUAGES)}{later}", param_hint="--language"
         )
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter(f"{device!r} is not one of auto, cpu, cuda", param_hint="--device")
@@ -224,9 +247,9 @@ def prepare_command(
         raise fail(f"{message}; fix it and run the same command again: it resumes") from None
     if not quiet:
         typer.echo(format_summary(report))
-    else:  # the summary lists every warning; without it, still say what will stop `fit`
+    else:  # the summary lists every warning; without it, still show the ones about the whole dataset
         for w in report.warnings:
-            if w.stage == "split":
+            if w.source == w.stage:  # "split", "features": not about one file
                 typer.secho(f"warning: {w.message}", err=True, fg=typer.colors.YELLOW)
     if slice_only:
         typer.echo(
