@@ -160,7 +160,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(foreign)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "x": Evil()}, pickled)
-    with pytest.raises(CheckpointError, match="refused to load: it references '.*Evil'"):
+    with pytest.raises(CheckpointError, match=r"refused to load: it references '.*Evil'"):
         load_checkpoint(pickled)
 
 

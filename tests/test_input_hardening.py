@@ -18,7 +18,6 @@ from gptsovits_train.audio.clipping import detect_clipping
 from gptsovits_train.audio.io import AudioLoadError, load_audio
 from gptsovits_train.cli import app
 from gptsovits_train.config import Config
-from gptsovits_train.data.manifest import read_manifest
 from gptsovits_train.data.prepare import prepare
 from gptsovits_train.data.sources import discover_audio
 from gptsovits_train.data.transcripts import read_transcript_file
@@ -38,7 +37,7 @@ def copy_lj(sample_dir: Path, dest: Path, names: tuple[str, ...] = LJ) -> Path:
 # ------------------------------------------------------------------------------ 1. one non-UTF-8 line
 def test_one_latin1_line_is_skipped_and_the_other_lines_are_used(tmp_path):
     meta = tmp_path / "metadata.csv"
-    raw = "a|first line\n".encode() + "b|caf\u00e9 au lait\n".encode("latin-1") + "c|third line\n".encode()
+    raw = b"a|first line\n" + "b|caf\u00e9 au lait\n".encode("latin-1") + b"c|third line\n"
     meta.write_bytes(raw)
     ts = read_transcript_file(meta)
     assert [(e.key, e.text) for e in ts.entries] == [("a", "first line"), ("c", "third line")]
