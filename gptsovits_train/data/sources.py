@@ -147,6 +147,20 @@ def discover_audio(inputs: Sequence[Path | str]) -> tuple[list[tuple[Path, str]]
     return found, skipped
 
 
+def _assign(
+    assigned: dict[Path, TranscriptEntry], path: Path, entry: TranscriptEntry, plan: SourcePlan
+) -> bool:
+    """Give `path` the transcript `entry` unless an earlier line already did (then the line is skipped)."""
+    if path in assigned:
+        first = assigned[path].origin
+        plan.skipped.append(
+            Skipped(entry.origin, f"duplicate id {entry.key!r} (first at {first}); line ignored", STAGE)
+        )
+        return False
+    assigned[path] = entry
+    return True
+
+
 def collect_sources(
     inputs: Sequence[Path | str],
     transcript_files: Sequence[Path | str] = (),
@@ -181,16 +195,8 @@ def collect_sources(
             if path is None:
                 plan.skipped.append(Skipped(entry.origin, f"points to a missing file: {entry.key}", STAGE))
                 continue
-            if path in assigned:
-                first = assigned[path].origin
-                plan.skipped.append(
-                    Skipped(
-                        entry.origin, f"duplicate id {entry.key!r} (first at {first}); line ignored", STAGE
-                    )
-                )
-                continue
-            assigned[path] = entry
-            discovered.append((path, safe_id(path.stem)))
+            if _assign(assigned, path, entry, plan):
+                discovered.append((path, safe_id(path.stem)))
     else:
         by_path = {p: p for p, _ in discovered}
         by_name: dict[str, list[Path]] = defaultdict(list)
@@ -221,15 +227,7 @@ def collect_sources(
                         Skipped(entry.origin, f"points to a missing file: {entry.key}", STAGE)
                     )
                 continue
-            if match in assigned:
-                first = assigned[match].origin
-                plan.skipped.append(
-                    Skipped(
-                        entry.origin, f"duplicate id {entry.key!r} (first at {first}); line ignored", STAGE
-                    )
-                )
-                continue
-            assigned[match] = entry
+            _assign(assigned, match, entry, plan)
         if outside:
             plan.warnings.append(
                 WarningItem(

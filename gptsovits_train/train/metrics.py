@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,7 +214,7 @@ def curves_figure(events: list[dict[str, Any]], *, best_epoch: int | None, title
         handles, labels = handles + handles2, labels + labels2
     else:
         handles, labels = ax.get_legend_handles_labels()
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9)  # a long stop message wraps
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below the axes
     return fig
