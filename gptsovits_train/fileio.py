@@ -15,6 +15,7 @@ import contextlib
 import errno
 import io
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from gptsovits_train.errors import GsvError
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
+LOG = logging.getLogger(__name__)
 _UMASK_LOCK = threading.Lock()
 
 
@@ -39,7 +41,7 @@ class OutputWriteError(GsvError):
 
 def write_failure(exc: OSError, path: Path | str) -> str | None:
     """One line naming why writing `path` failed, or None when `exc` is not a disk/permission problem."""
-    folder = Path(exc.filename).parent if exc.filename else Path(path).parent
+    folder = Path(os.fsdecode(exc.filename)).parent if exc.filename else Path(path).parent
     if exc.errno in _NO_SPACE:
         what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
         return f"{what} on the device holding {folder.absolute()} (while writing {Path(path).name})"
@@ -75,7 +77,14 @@ def naming_write_failures(path: Path | str) -> Iterator[None]:
 
 
 def current_umask() -> int:
-    """The process umask (read by setting and restoring it, under a lock)."""
+    """The process umask: from /proc on Linux, else by setting and restoring it (under a lock)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux (or no /proc): fall back to the set-and-restore below
     with _UMASK_LOCK:
         mask = os.umask(0o022)
         os.umask(mask)
@@ -87,6 +96,8 @@ def _make_temp(target: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
+    except OSError as exc:  # a file system without modes (some network/FUSE mounts): keep what it gave
+        LOG.debug("cannot set the mode of %s (%s); keeping the file system's", name, exc)
     finally:
         os.close(fd)
     return Path(name)
