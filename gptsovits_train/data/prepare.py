@@ -567,9 +567,7 @@ def prepare(
     pcfg = cfg.prepare
     lang = language or pcfg.text.language
     if slice_only and lang == "auto":
-        raise GsvError(
-            "--slice-only needs --language (zh, en, ja, ko or yue) for the LANG column of the template"
-        )
+        raise GsvError("--slice-only needs --language (zh or en) for the LANG column of the template")
     _check_out_dir(layout, [Path(p) for p in inputs])
 
     # 1. sources + transcripts ------------------------------------------------------------------
