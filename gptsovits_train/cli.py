@@ -13,7 +13,7 @@ import typer
 from gptsovits_train import __version__
 from gptsovits_train.commands.download import download_pretrained_command
 from gptsovits_train.commands.export import export_best_command, inspect_command
-from gptsovits_train.commands.fit import fit_command
+from gptsovits_train.commands.fit import FIT_HELP, fit_command
 from gptsovits_train.commands.options import fail
 from gptsovits_train.commands.prepare import prepare_command
 from gptsovits_train.errors import GsvError, Interrupted
@@ -48,7 +48,7 @@ def _root(
 app.command("download-pretrained")(download_pretrained_command)
 app.command("export-best")(export_best_command)
 app.command("inspect")(inspect_command)
-app.command("fit")(fit_command)
+app.command("fit", help=FIT_HELP)(fit_command)
 app.command("prepare")(prepare_command)
 
 

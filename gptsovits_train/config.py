@@ -138,6 +138,9 @@ class PrepareConfig(_Section):
     text: TextConfig = TextConfig()
     min_clip_seconds: float = Field(0.6, gt=0)
     max_source_peak: float = Field(2.2, gt=0)
+    # share of a source's samples in flat runs at full scale (audio/clipping.py): warn above / skip above
+    clipping_warn_share: float = Field(0.001, ge=0, le=1)
+    clipping_skip_share: float = Field(0.25, ge=0, le=1)
     workers: int | None = Field(None, ge=1)
     spec_dtype: Literal["float16", "float32"] = "float16"
 

@@ -31,7 +31,9 @@ def test_demo_prepare_sample_end_to_end(tmp_path):
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["clips"] == 12 and report["skipped"] == []
     assert (out / "report.png").is_file() and (out / "prepare_config.yaml").is_file()
-    assert "prepared 12 clips" in res.output and "0 warnings" in res.output
+    # one validation clip of 12 is the only warning: too few for a steady validation loss
+    assert "prepared 12 clips" in res.output and "1 warnings" in res.output
+    assert "warning [split] split: only 1 validation clip(s)" in res.output
     assert "train" in res.output and "val" in res.output  # the summary table
     # running it again resumes
     res2 = invoke("--sample", "--out", str(out), "-q")
@@ -95,7 +97,8 @@ def test_bad_files_still_exit_0_with_warning_count(tmp_path, sample_dir):
     (tmp_path / "in" / "u8.txt").write_text("has never been surpassed.", encoding="utf-8")
     res = invoke(str(tmp_path / "in"), "--out", str(tmp_path / "o"))
     assert res.exit_code == 0, res.output
-    assert "prepared 2 clips" in res.output and "1 skipped, 1 warnings" in res.output
+    # warnings: the 8-bit file, and one validation clip of 2
+    assert "prepared 2 clips" in res.output and "1 skipped, 2 warnings" in res.output
 
 
 def test_seed_val_ratio_and_val_list(tmp_path):
@@ -106,7 +109,9 @@ def test_seed_val_ratio_and_val_list(tmp_path):
     vl = tmp_path / "val.txt"
     vl.write_text("LJ001-0002\nwavs/LJ001-0029.wav\nLJ999\n", encoding="utf-8")
     res = invoke("--sample", "--out", str(tmp_path / "b"), "--val-list", str(vl), "-q")
-    assert res.exit_code == 0 and "1 warnings" in res.output  # LJ999 matches no clip
+    # LJ999 matches no clip; 2 validation clips are few
+    assert res.exit_code == 0 and "2 warnings" in res.output
+    assert "only 2 validation clip(s)" in res.output and "name more clips in --val-list" in res.output
     clips = read_manifest(tmp_path / "b" / "manifest.jsonl")
     assert sorted(c.id for c in clips if c.split == "val") == ["LJ001-0002", "LJ001-0029"]
 

@@ -95,7 +95,7 @@ def test_random_hubert_features_warning_reaches_fit(tmp_path, caplog):
 
 def test_refuses_dataset_without_validation_clips(tmp_path):
     layout = make_dataset(tmp_path, n_train=3, n_val=0)
-    with pytest.raises(GsvError, match="no validation clip"):
+    with pytest.raises(GsvError, match="none of its 3 clips is marked split 'val' in the manifest"):
         load_splits(layout.root, AUDIO, boundaries=BOUNDARIES)
 
 

@@ -7,6 +7,7 @@ import builtins
 import io
 import os
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -215,18 +216,16 @@ def test_run_checkpoint_reading(tmp_path):
 
 
 # ------------------------------------------------------------------------------ version detection
-def test_header_table_matches_official():
-    expected = {
-        b"00": ("v1", "v1", False),
-        b"01": ("v2", "v2", False),
-        b"02": ("v2", "v3", False),
-        b"03": ("v2", "v3", True),
-        b"04": ("v2", "v4", True),
-        b"05": ("v2", "v2Pro", False),
-        b"06": ("v2", "v2ProPlus", False),
-    }
-    for head, triple in expected.items():
-        assert version_from_header_and_size(head, 10).as_tuple() == triple
+def test_header_table_matches_official(shared_dir):
+    """Against the `head2version` table of the facts document (written from the official code), not a
+    copy of our own table."""
+    facts = (shared_dir / "docs" / "gptsovits-facts.md").read_text(encoding="utf-8")
+    section = facts[facts.index("look them up in `head2version`") :]
+    rows = re.findall(r"^\s*\|\s*(0\d)\s*\|\s*(v[\w]+)( LoRA)?\s*\|", section, flags=re.M)
+    assert [r[0] for r in rows] == ["00", "01", "02", "03", "04", "05", "06"]
+    for head, model, lora in rows:
+        got = version_from_header_and_size(head.encode(), 10)
+        assert (got.model_version, got.is_lora) == (model, bool(lora)), head
     with pytest.raises(CheckpointError, match="unknown SoVITS file header"):
         version_from_header_and_size(b"07", 10)
 

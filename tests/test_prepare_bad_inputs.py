@@ -173,7 +173,7 @@ def test_report_json_counts(bad_run):
     assert data["clips"] == 5 == sum(data["clips_per_split"].values())
     assert data["clips_per_split"]["val"] == 1  # round(5 * 0.1) = 0 -> at least 1
     assert data["skipped_count"] == len(data["skipped"]) == len(report.skipped) == 12
-    assert data["warnings_count"] == len(report.warnings) == 3
+    assert data["warnings_count"] == len(report.warnings) == 4  # loud, eight, surround; 1 val clip of 5
     assert {"source", "reason", "stage"} <= set(data["skipped"][0])
     assert data["minutes"]["total"] == pytest.approx(sum(c.duration for c in report.clips) / 60)
     assert (out / "report.png").stat().st_size > 1000

@@ -191,7 +191,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_run_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_run_checkpoint(junk)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weight": {}}, foreign)
@@ -199,7 +199,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_run_checkpoint(foreign)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "x": Evil()}, pickled)
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match=r"refused to load: it references '.*Evil'"):
         load_run_checkpoint(pickled)
 
 

@@ -75,19 +75,6 @@ def test_stratified_by_duration(n, ratio):
         assert sum(split[it.id] == "val" for it in order[lo:hi]) == 1
 
 
-def test_golden_split_is_stable_across_machines():
-    """A fixed input and seed give this exact validation set on any machine and numpy version
-    (PCG64 streams are stable; nothing depends on hash() or file-system order)."""
-    items = [SplitItem(f"a{i:02d}", 1000 * ((i * 7) % 23 + 1)) for i in range(23)]
-    split = assign_split(items, 0.1, seed=1234)
-    val = sorted(k for k, v in split.items() if v == "val")
-    # recomputed independently: strata of the (n_samples, id) order, one PCG64 draw each
-    rng = np.random.Generator(np.random.PCG64(1234))
-    order = sorted(items, key=lambda it: (it.n_samples, it.id))
-    expected = sorted(order[lo + int(rng.integers(0, hi - lo))].id for lo, hi in [(0, 11), (11, 23)])
-    assert val == expected
-
-
 def test_pinned_val_list_overrides_draw():
     items = make_items(20)
     split = assign_split(items, 0.1, seed=1, pinned={"clip0003", "clip0011"})

@@ -168,4 +168,4 @@ def test_missing_input_and_non_audio_input(tmp_path):
     txt = tmp_path / "notes.txt"
     txt.write_text("hi", encoding="utf-8")
     plan = collect_sources([txt], [], language="en")
-    assert plan.sources == [] and "not an audio file extension" in plan.skipped[0].reason
+    assert plan.sources == [] and "not a supported audio file type (.txt;" in plan.skipped[0].reason

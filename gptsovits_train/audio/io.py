@@ -1,6 +1,8 @@
-"""Audio input/output: decode any wav/flac/mp3/ogg/opus to float32 mono, resample, write 16-bit PCM WAV.
+"""Audio input/output: decode audio files to float32 mono, resample, write 16-bit PCM WAV.
 
-Decoding goes through libsndfile (`soundfile`) in-process, so no decoder process is started per file.
+wav, flac, mp3, ogg and opus are decoded by libsndfile (`soundfile`); m4a/aac (phone voice memos),
+webm and wma by FFmpeg's decoders as bundled in the PyAV wheel (`av`; no system ffmpeg). Both run
+in-process, so no decoder process is started per file.
 Every problem with one file raises `AudioLoadError` with a one-line, specific reason (empty file,
 truncated WAV, undecodable data, NaN/Inf samples, ...); the caller records it and moves on.
 """
@@ -22,8 +24,14 @@ from gptsovits_train.fileio import atomic_write_bytes
 
 LOG = logging.getLogger(__name__)
 
-#: File extensions (lower case, with the dot) that `prepare` treats as audio.
-AUDIO_EXTENSIONS: frozenset[str] = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus"})
+#: Extensions (lower case, with the dot) decoded by libsndfile.
+SNDFILE_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+#: Extensions decoded by PyAV (compressed formats libsndfile cannot read).
+AV_EXTENSIONS: tuple[str, ...] = (".m4a", ".aac", ".webm", ".wma")
+#: File extensions that `prepare` treats as audio.
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(SNDFILE_EXTENSIONS + AV_EXTENSIONS)
+#: The supported extensions as a user reads them ("wav, flac, ...").
+AUDIO_EXTENSIONS_TEXT = ", ".join(e.lstrip(".") for e in SNDFILE_EXTENSIONS + AV_EXTENSIONS)
 
 #: soxr quality used for every resampling ("HQ": 20-bit precision, the "high quality" preset).
 RESAMPLE_QUALITY = "HQ"
@@ -41,7 +49,8 @@ class LoadedAudio:
         samples: (L,) float32 mono waveform, the mean of the channels, at `sample_rate`.
         sample_rate: rate of the file.
         channels: channel count of the file.
-        subtype: libsndfile subtype (`PCM_16`, `PCM_U8`, `FLOAT`, `VORBIS`, ...).
+        subtype: libsndfile subtype (`PCM_16`, `PCM_U8`, `FLOAT`, `VORBIS`, ...), or the codec name
+            for files decoded by PyAV (`aac`, `opus`, `wmav2`, ...).
         warnings: things that were accepted but worth telling the user (8-bit audio, surround downmix).
     """
 
@@ -101,17 +110,10 @@ def load_audio(path: Path | str) -> LoadedAudio:
         reason = _wav_truncation(path, size)
         if reason:
             raise AudioLoadError(reason)
-    try:
-        with sf.SoundFile(str(path)) as fh:
-            sr, channels, subtype = fh.samplerate, fh.channels, fh.subtype
-            data = fh.read(dtype="float32", always_2d=True)
-    except sf.LibsndfileError as exc:
-        text = str(exc.error_string).strip().rstrip(".")
-        if "format not recognised" in text.lower():
-            raise AudioLoadError(f"not an audio file (libsndfile: {text})") from None
-        raise AudioLoadError(f"corrupt or truncated audio (libsndfile: {text})") from None
-    except (RuntimeError, OSError) as exc:
-        raise AudioLoadError(f"cannot decode audio ({exc})") from None
+    if path.suffix.lower() in AV_EXTENSIONS:
+        data, sr, channels, subtype = _decode_with_av(path)
+    else:
+        data, sr, channels, subtype = _decode_with_sndfile(path)
     if data.shape[0] == 0:
         raise AudioLoadError("no audio samples")
     bad = int(np.count_nonzero(~np.isfinite(data)))
@@ -126,6 +128,51 @@ def load_audio(path: Path | str) -> LoadedAudio:
     return LoadedAudio(
         np.ascontiguousarray(mono, dtype=np.float32), int(sr), int(channels), subtype, warnings
     )
+
+
+def _decode_with_sndfile(path: Path) -> tuple[np.ndarray, int, int, str]:
+    """(L, C) float32 samples, rate, channels and libsndfile subtype of a file."""
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            sr, channels, subtype = fh.samplerate, fh.channels, fh.subtype
+            data = fh.read(dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        text = str(exc.error_string).strip().rstrip(".")
+        if "format not recognised" in text.lower():
+            raise AudioLoadError(f"not an audio file (libsndfile: {text})") from None
+        raise AudioLoadError(f"corrupt or truncated audio (libsndfile: {text})") from None
+    except (RuntimeError, OSError) as exc:
+        raise AudioLoadError(f"cannot decode audio ({exc})") from None
+    return data, int(sr), int(channels), str(subtype)
+
+
+def _decode_with_av(path: Path) -> tuple[np.ndarray, int, int, str]:
+    """(L, C) float32 samples, rate, channels and codec name of the first audio stream (PyAV)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioLoadError(f"no audio stream in this {path.suffix.lower()} file")
+            stream = container.streams.audio[0]
+            codec = stream.codec_context.name
+            to_float = av.AudioResampler(format="fltp")  # planar float32, same layout and rate
+            chunks = [
+                out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)
+            ]
+            chunks.extend(out.to_ndarray() for out in to_float.resample(None))
+            sr = stream.codec_context.sample_rate
+    except av.FFmpegError as exc:
+        reason = str(getattr(exc, "strerror", None) or exc).strip().rstrip(".")
+        if isinstance(exc, av.InvalidDataError):
+            raise AudioLoadError(
+                f"not an audio file or a corrupt {path.suffix.lower().lstrip('.')} file (ffmpeg: {reason})"
+            ) from None
+        raise AudioLoadError(f"cannot decode audio (ffmpeg: {reason})") from None
+    if not chunks:
+        raise AudioLoadError("no audio samples")
+    planar = np.concatenate(chunks, axis=1)  # (C, L)
+    return np.ascontiguousarray(planar.T, dtype=np.float32), int(sr), int(planar.shape[0]), codec
 
 
 def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -20,7 +20,12 @@ from gptsovits_train.checkpoints.state_dict import (
     compare_state_dicts,
     load_state_dict_strict,
 )
-from gptsovits_train.checkpoints.version import OfficialVersion, detect_sovits_version, loader_version
+from gptsovits_train.checkpoints.version import (
+    OfficialVersion,
+    detect_sovits_version,
+    loader_version,
+    size_rule_note,
+)
 from gptsovits_train.config import AudioConfig, ModelConfig
 from gptsovits_train.errors import CheckpointError
 
@@ -137,6 +142,9 @@ class InspectReport:
         else:
             out.append(f"official:    not detectable ({self.official_error})")
         out.append(f"version:     {self.version}")
+        note = size_rule_note(self.official, self.version) if self.official is not None else None
+        if note is not None:
+            out.append(f"note:        {note}")
         dtypes = ", ".join(f"{k} x{v}" for k, v in sorted(self.dtypes.items()))
         out.append(f"keys:        {self.n_keys} ({dtypes})")
         out.append(f"info:        {self.info if self.info is not None else '-'}")

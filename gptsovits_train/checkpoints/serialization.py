@@ -158,6 +158,22 @@ def _unpickling_reason(text: str) -> str:
     return reason.removeprefix("WeightsUnpickler error:").strip()
 
 
+#: Sentences of torch's errors that are advice about torch's own loader (e.g. to turn off
+#: `weights_only`): never passed on to the user.
+_TORCH_ADVICE = ("weights_only", "safe_globals", "add_safe_globals", "allowlist", "trusted source")
+
+
+def _our_words(text: str) -> str:
+    """`text` without the sentences that give torch's loader advice (see `_TORCH_ADVICE`)."""
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    return " ".join(s for s in sentences if not any(a in s for a in _TORCH_ADVICE)).strip()
+
+
+def unpickling_error(path: str, exc: pickle.UnpicklingError) -> CheckpointError:
+    """The one-line `CheckpointError` for a file the restricted unpickler refused or could not read."""
+    return _refusal_or_corruption(path, exc)
+
+
 def _refusal_or_corruption(path: str, exc: pickle.UnpicklingError) -> CheckpointError:
     reason = _unpickling_reason(str(exc))
     if any(marker in reason for marker in _REFUSAL_MARKERS):
@@ -168,8 +184,11 @@ def _refusal_or_corruption(path: str, exc: pickle.UnpicklingError) -> Checkpoint
             f"containers and the official {OFFICIAL_HPARAMS_NAME} config are accepted); the file is not a "
             "plain weight file and may try to run code"
         )
-    first = reason.splitlines()[0] if reason else type(exc).__name__
-    return CheckpointError(f"{path}: corrupt or unreadable checkpoint ({first})")
+    first = _our_words(reason.splitlines()[0]) if reason else ""
+    detail = first or type(exc).__name__
+    return CheckpointError(
+        f"{path}: corrupt or unreadable, not a checkpoint this tool can safely read ({detail})"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -177,7 +196,7 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
-    line = text.splitlines()[0]
+    line = _our_words(text.splitlines()[0]) or type(exc).__name__
     cut = line.find(". ", 20)
     return line[: cut + 1] if cut > 0 else line
 
@@ -231,4 +250,6 @@ def _load(kind: FileKind, name: str, *, path: Path | None = None, data: bytes | 
     except pickle.UnpicklingError as exc:
         raise _refusal_or_corruption(name, exc) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, struct.error) as exc:
-        raise CheckpointError(f"{name}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(
+            f"{name}: corrupt or truncated, not a checkpoint this tool can safely read ({_first_line(exc)})"
+        ) from None

@@ -106,6 +106,22 @@ def version_from_header_and_size(head: bytes, size: int, md5_prefix: str | None 
     return OfficialVersion("v2", "v3", False, f"plain zip of {kib:,.1f} KiB >= 700 MiB")
 
 
+def size_rule_note(detected: OfficialVersion, version: str) -> str | None:
+    """One line explaining a disagreement between the official size-based detection and `version`.
+
+    The official loader guesses the version of a plain zip (no version header) from its file size alone,
+    so a model of a non-official size is misdetected; such a model has non-official layer shapes and
+    does not load into the official inference in any case. None when there is nothing to explain.
+    """
+    if not detected.rule.startswith("plain zip") or detected.model_version == version:
+        return None
+    return (
+        f"the official loader guesses a plain zip's version from its file size alone, so this model of "
+        f"non-official size reads as {detected.model_version} there; a model of this size has non-official "
+        f"layer shapes and does not load in the official inference anyway (it is a {version} model here)"
+    )
+
+
 def detect_sovits_version(path: Path | str) -> OfficialVersion:
     """Detect a SoVITS weight file's version exactly as the official web UI does (no loading).
 

@@ -17,15 +17,17 @@ def download_pretrained_command(
         Path | None,
         typer.Option(
             "--dest",
-            help="Target folder (default $GSV_TRAIN_PRETRAINED or ~/.cache/gsv-train/pretrained).",
+            help="Target folder.",
+            show_default="$GSV_TRAIN_PRETRAINED or ~/.cache/gsv-train/pretrained",
         ),
     ] = None,
     version: Annotated[str, typer.Option("--version", help="v1, v2, v2Pro or v2ProPlus.")] = "v2",
     revision: Annotated[
-        str | None, typer.Option("--revision", help="Repo branch, tag or commit (default main).")
+        str | None, typer.Option("--revision", help="Repo branch, tag or commit.", show_default="main")
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder (default: HF's own).")
+        Path | None,
+        typer.Option("--cache-dir", help="Hugging Face cache folder.", show_default="Hugging Face's own"),
     ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Use only the Hugging Face cache and --dest; no network.")

@@ -22,11 +22,20 @@ def export_best_command(
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output file, or a folder for the default name."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file, or a folder for the default name.",
+            show_default="<run>/exports/",
+        ),
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Export name; the file is <name>_e<epoch>_s<step>.pth."),
+        typer.Option(
+            "--name",
+            help="Export name; the file is <name>_e<epoch>_s<step>.pth.",
+            show_default="the run folder's name",
+        ),
     ] = None,
     fmt: Annotated[
         str,
@@ -40,6 +49,7 @@ def export_best_command(
     if fmt not in ("pth", "safetensors"):
         raise typer.BadParameter(f"'{fmt}' is not one of pth, safetensors", param_hint="--format")
     from gptsovits_train.checkpoints.export import ExportFormat, export_best
+    from gptsovits_train.checkpoints.version import size_rule_note
 
     try:
         result = export_best(source, out=out, name=name, fmt=cast(ExportFormat, fmt), force=force)
@@ -52,6 +62,9 @@ def export_best_command(
     if result.official_detection is not None:
         det = result.official_detection
         typer.echo(f"  official detection: {det.model_version} ({det.rule})")
+        note = size_rule_note(det, result.version)
+        if note is not None:
+            typer.echo(f"  note: {note}")
     if result.best_value is not None:
         typer.echo(f"  best validation loss {result.best_value:.6g}")
     typer.echo(f"  manifest {result.manifest_path}")

@@ -9,7 +9,12 @@ import typer
 
 from gptsovits_train.config import Config, ConfigError, load_config
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file (see configs/).", show_default="the built-in defaults"
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set train.batch_size=4 (repeatable)."),

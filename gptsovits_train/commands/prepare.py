@@ -10,12 +10,16 @@ import typer
 
 from gptsovits_train.commands.options import ConfigOpt, QuietOpt, SetOpt, fail, load_cli_config
 from gptsovits_train.errors import GsvError
+from gptsovits_train.fileio import OutputWriteError, output_failure
 from gptsovits_train.logging_setup import configure_logging
 
 LOG = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
-LANGUAGES = ("zh", "en", "ja", "ko", "yue")
+#: --language values: the languages with a phoneme frontend, and `auto` (Mandarin/English by script).
+LANGUAGES = ("auto", "zh", "en")
+#: Official language tags without a frontend yet: their clips would only be skipped.
+NOT_YET_SUPPORTED = ("ja", "ko", "yue")
 
 
 def prepare_command(
@@ -23,8 +27,8 @@ def prepare_command(
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Audio files and folders (recursive; wav, flac, mp3, ogg, opus). May be left out when "
-            "--transcripts lists the audio, or with --sample.",
+            help="Audio files and folders (recursive; wav, flac, mp3, ogg, opus, m4a, aac, webm, wma). "
+            "May be left out when --transcripts lists the audio, or with --sample.",
             exists=True,
             show_default=False,
         ),
@@ -44,25 +48,37 @@ def prepare_command(
     ] = None,
     language: Annotated[
         str | None,
-        typer.Option("--language", "-l", help="Language of transcripts without one: zh, en, ja, ko, yue."),
+        typer.Option(
+            "--language",
+            "-l",
+            help="Language of transcripts without one: zh, en, or auto (Mandarin/English by script).",
+            show_default="prepare.text.language, en; --sample: en",
+        ),
     ] = None,
     speaker: Annotated[
-        str | None, typer.Option("--speaker", help="Speaker name (default: each file's folder name).")
+        str | None, typer.Option("--speaker", help="Speaker name.", show_default="each file's folder name")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-j", help="Parallel processes (default: all cores).")
+        int | None,
+        typer.Option(
+            "--workers", "-j", help="Parallel processes.", show_default="prepare.workers, else all cores"
+        ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Split seed (default prepare.split.seed).")
+        int | None, typer.Option("--seed", help="Split seed.", show_default="prepare.split.seed, 1234")
     ] = None,
     val_ratio: Annotated[
-        float | None, typer.Option("--val-ratio", help="Validation fraction in [0, 1) (default 0.1).")
+        float | None,
+        typer.Option(
+            "--val-ratio", help="Validation fraction in [0, 1).", show_default="prepare.split.val_ratio, 0.1"
+        ),
     ] = None,
     val_list: Annotated[
         Path | None,
         typer.Option(
             "--val-list",
             help="File of clip ids or paths that form the validation set.",
+            show_default="a seeded draw",
             exists=True,
             dir_okay=False,
         ),
@@ -84,12 +100,17 @@ def prepare_command(
         typer.Option(
             "--hubert",
             help="HF-format chinese-hubert-base folder for content features, or 'random-tiny' (a small "
-            "random HuBERT: checks the pipeline, makes no usable voice). Default: prepare.features.hubert, "
-            "else the files of `gsv-train download-pretrained` when present.",
+            "random HuBERT: checks the pipeline, makes no usable voice).",
+            show_default="prepare.features.hubert, else the download-pretrained files when present",
         ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="Device for HuBERT/ASR: auto, cpu or cuda.")
+        str | None,
+        typer.Option(
+            "--device",
+            help="Device for HuBERT/ASR: auto, cpu or cuda.",
+            show_default="prepare.features.device, auto",
+        ),
     ] = None,
     asr: Annotated[
         Path | None,
@@ -117,8 +138,11 @@ def prepare_command(
     if val_ratio is not None and not 0.0 <= val_ratio < 1.0:
         raise typer.BadParameter(f"must be in [0, 1), got {val_ratio}", param_hint="--val-ratio")
     if language is not None and language not in LANGUAGES:
+        later = (
+            " (not supported yet: its clips would all be skipped)" if language in NOT_YET_SUPPORTED else ""
+        )
         raise typer.BadParameter(
-            f"{language!r} is not one of {', '.join(LANGUAGES)}", param_hint="--language"
+            f"{language!r} is not one of {', '.join(LANGUAGES)}{later}", param_hint="--language"
         )
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter(f"{device!r} is not one of auto, cpu, cuda", param_hint="--device")
@@ -176,10 +200,24 @@ def prepare_command(
 
     try:
         report = run_prepare(request, cfg)
+    except OutputWriteError as exc:
+        raise fail(
+            f"{exc}; the finished clips are kept. Free some space (or make the folder writable), then run "
+            "the same command again: it resumes"
+        ) from None
     except GsvError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # a disk/permission failure outside the atomic writers (folders)
+        message = output_failure(exc, out)
+        if message is None:
+            raise
+        raise fail(f"{message}; fix it and run the same command again: it resumes") from None
     if not quiet:
         typer.echo(format_summary(report))
+    else:  # the summary lists every warning; without it, still show the ones about the whole dataset
+        for w in report.warnings:
+            if w.source == w.stage:  # "split", "features": not about one file
+                typer.secho(f"warning: {w.message}", err=True, fg=typer.colors.YELLOW)
     if slice_only:
         typer.echo(
             f"sliced {report.n_clips} clips into {out}/wavs; fill in {out}/transcripts_template.list and run "

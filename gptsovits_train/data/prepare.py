@@ -45,7 +45,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gptsovits_train.audio.io import AudioLoadError, load_audio, resample, to_pcm16, wav_bytes_pcm16
+from gptsovits_train.audio.clipping import Clipping, detect_clipping
+from gptsovits_train.audio.io import (
+    AUDIO_EXTENSIONS_TEXT,
+    AudioLoadError,
+    load_audio,
+    resample,
+    to_pcm16,
+    wav_bytes_pcm16,
+)
 from gptsovits_train.audio.loudness import peak, peak_mix
 from gptsovits_train.audio.slicer import (
     SampleReader,
@@ -63,11 +71,23 @@ from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import Source, SourcePlan, collect_sources
-from gptsovits_train.data.split import SplitItem, assign_split, read_val_list, resolve_val_list
+from gptsovits_train.data.split import (
+    SplitItem,
+    assign_split,
+    read_val_list,
+    resolve_val_list,
+    split_warning,
+)
 from gptsovits_train.data.stages import Stage, StageResult, stage_name
 from gptsovits_train.data.workers import StopRequested, interruptible, kill_pool, worker_init
 from gptsovits_train.errors import GsvError
-from gptsovits_train.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_text
+from gptsovits_train.fileio import (
+    OutputWriteError,
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_text,
+    output_failure,
+)
 from gptsovits_train.layout import DatasetLayout
 
 LOG = logging.getLogger(__name__)
@@ -169,12 +189,20 @@ def process_source(job: SourceJob) -> SourceOutcome:
         return out
     out.audio_seconds = loaded.seconds
     out.warnings.extend(WarningItem(str(src.path), w) for w in loaded.warnings)
+    clipping = detect_clipping(loaded.samples)
+    if clipping.share > job.prepare.clipping_skip_share:
+        reason = f"{clipping_text(clipping)}, more than prepare.clipping_skip_share"
+        out.skipped.append(Skipped(str(src.path), reason))
+        return out
+    if clipping.share > job.prepare.clipping_warn_share:
+        warning = f"{clipping_text(clipping)}; expect audible distortion"
+        out.warnings.append(WarningItem(str(src.path), warning))
     wave = resample(loaded.samples, loaded.sample_rate, sr)
     params = SlicerParams.from_config(job.prepare.slicer, sr)
     rms = frame_rms(wave, params.win, params.hop)
     bounds = _cut_source(job, wave, wave.shape[0], rms, peak(wave), params, out)
     repaired = write_clips(job, wave, rms, 0, bounds, out)
-    _note_repaired(job, repaired, out)
+    _note_repaired(job, repaired, out, peak(loaded.samples))
     return out
 
 
@@ -309,8 +337,9 @@ def write_clips(
     return repaired
 
 
-def _note_repaired(job: SourceJob, repaired: Sequence[float], out: SourceOutcome) -> None:
-    if repaired:
+def _note_repaired(job: SourceJob, repaired: Sequence[float], out: SourceOutcome, source_peak: float) -> None:
+    # Resampling rings a little above a full-scale input; only a source that was itself above 1.0 is news.
+    if repaired and source_peak > 1.0 and max(repaired) >= 1.0005:
         out.warnings.append(
             WarningItem(
                 str(job.source.path),
@@ -338,6 +367,7 @@ class SourceCuts:
     n_samples: int
     rms: np.ndarray
     cpu: dict[str, float] = field(default_factory=dict)
+    source_peak: float = 0.0  # of the 32 kHz signal
 
 
 def analyse_streamed(
@@ -372,7 +402,7 @@ def analyse_streamed(
     rms = frame_rms_range(read, decoded.n_samples, params.win, params.hop, block_frames=rms_block)
     bounds = _cut_source(job, read, decoded.n_samples, rms, decoded.peak, params, out)
     cpu = {"decode": decoded.decode_cpu, "resample": decoded.resample_cpu, "cuts": time.thread_time() - start}
-    return SourceCuts(out, bounds, decoded.n_samples, rms if bounds else np.zeros(0), cpu)
+    return SourceCuts(out, bounds, decoded.n_samples, rms if bounds else np.zeros(0), cpu, decoded.peak)
 
 
 def write_clip_group(
@@ -403,6 +433,13 @@ def clip_groups(bounds: Sequence[tuple[int, int]], group_samples: int) -> list[l
     if current:
         groups.append(current)
     return groups
+
+
+def clipping_text(clipping: Clipping) -> str:
+    return (
+        f"clipped: {clipping.share:.1%} of the samples sit in flat runs at full scale "
+        f"(|x| = {clipping.level:.3f})"
+    )
 
 
 def compute_spec(pcm: np.ndarray, acfg: AudioConfig, dtype: str) -> np.ndarray:
@@ -575,7 +612,12 @@ def run_audio_stage(
         job = jobs[i]
         try:
             result = fut.result()
+        except GsvError:  # a full disk or unwritable folder (OutputWriteError): one line, not a bug
+            raise
         except Exception as exc:  # a bug, not bad audio: keep the traceback, name the file
+            message = output_failure(exc, job.root) if isinstance(exc, OSError) else None
+            if message is not None:
+                raise OutputWriteError(message) from exc
             raise RuntimeError(f"unexpected error while preparing {job.source.path}: {exc}") from exc
         if kind == "whole":
             finish(i, result)
@@ -608,7 +650,7 @@ def run_audio_stage(
                     outcome.skipped.extend(group_out.skipped)
                     outcome.file_sizes.update(group_out.file_sizes)
                     repaired.extend(group_repaired)
-                _note_repaired(job, repaired, outcome)
+                _note_repaired(job, repaired, outcome, cuts[i].source_peak)
                 del parts[i]
                 finish(i, outcome)
 
@@ -715,9 +757,17 @@ def _write_template(layout: DatasetLayout, clips: Sequence[Clip], language: str)
     atomic_write_text(layout.list_template, "".join(line + "\n" for line in lines))
 
 
-def no_transcript_message(n_sources: int) -> str:
+def no_transcript_message(n_sources: int, problems: Sequence[Skipped] = ()) -> str:
+    """The error for a run where no source has a transcript, naming what went wrong with the
+    transcript files that were given (their `Skipped` items of the transcripts stage)."""
+    reasons = [p for p in problems if p.stage == "transcripts"]
+    detail = ""
+    if reasons:
+        shown = "; ".join(f"{p.source}: {p.reason}" for p in reasons[:3])
+        more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+        detail = f" Transcript problems: {shown}{more}."
     return (
-        f"none of the {n_sources} audio files has a transcript. Give one with --transcripts FILE "
+        f"none of the {n_sources} audio files has a transcript.{detail} Give one with --transcripts FILE "
         "(.list or LJSpeech metadata.csv) or <name>.txt/<name>.lab beside each file, "
         "or run with --slice-only to cut clips and get a .list template to fill in, "
         "or transcribe them with --asr DIR"
@@ -789,9 +839,7 @@ def prepare(
     pcfg = cfg.prepare
     lang = language or pcfg.text.language
     if slice_only and lang == "auto":
-        raise GsvError(
-            "--slice-only needs --language (zh, en, ja, ko or yue) for the LANG column of the template"
-        )
+        raise GsvError("--slice-only needs --language (zh or en) for the LANG column of the template")
     _check_out_dir(layout, [Path(p) for p in inputs])
 
     # 1. sources + transcripts ------------------------------------------------------------------
@@ -806,7 +854,7 @@ def prepare(
         _clear_outputs(layout)
     if not plan.sources:
         detail = f"; first problem: {skipped[0].source}: {skipped[0].reason}" if skipped else ""
-        raise GsvError(f"no audio files to prepare (looked for .wav, .flac, .mp3, .ogg, .opus){detail}")
+        raise GsvError(f"no audio files to prepare (looked for {AUDIO_EXTENSIONS_TEXT}){detail}")
     jobs: list[SourceJob] = []
     for src in plan.sources:
         has_text = src.transcript is not None and bool(src.transcript.text)
@@ -824,7 +872,7 @@ def prepare(
             SourceJob(src, mode, not slice_only, not slice_only, layout.root.absolute(), cfg.audio, pcfg)
         )
     if not slice_only and not keep_untranscribed and plan.n_with_transcript == 0:
-        raise GsvError(no_transcript_message(len(plan.sources)))
+        raise GsvError(no_transcript_message(len(plan.sources), plan.skipped))
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.work_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(layout.config, cfg.to_yaml())
@@ -908,6 +956,14 @@ def prepare(
     )
     for clip in clips:
         clip.split = "val" if split[clip.id] == "val" else "train"
+    n_val = sum(c.split == "val" for c in clips)
+    split_problem = (
+        split_warning(len(clips) - n_val, n_val, pcfg.split.val_ratio, pinned=pinned is not None)
+        if clips
+        else None
+    )
+    if split_problem is not None:
+        warnings.append(WarningItem("split", split_problem, "split"))
     report.clips = clips
     report.skipped = skipped
     report.warnings = warnings

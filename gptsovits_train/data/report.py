@@ -161,7 +161,7 @@ def format_summary(report: PrepareReport) -> str:
     """A plain-text table for the terminal."""
     m = report.minutes()
     rows = [("split", "clips", "minutes", "mean s", "min s", "max s")]
-    for split in ("train", "val"):
+    for split in () if report.slice_only else ("train", "val"):  # --slice-only makes no split
         clips = report.split_clips(split)
         st = duration_stats([c.duration for c in clips])
         rows.append(
@@ -177,7 +177,7 @@ def format_summary(report: PrepareReport) -> str:
     st = duration_stats([c.duration for c in report.clips])
     rows.append(
         (
-            "total",
+            "clips (no split)" if report.slice_only else "total",
             str(report.n_clips),
             f"{m['total']:.2f}",
             f"{st['mean']:.2f}",

@@ -1,6 +1,8 @@
 """Which audio files a `prepare` run uses, their clip ids, and the transcript each one gets.
 
-Inputs are files and folders (searched recursively for .wav/.flac/.mp3/.ogg/.opus, any case). A file's
+Inputs are files and folders (searched recursively for the extensions of `audio.io.AUDIO_EXTENSIONS`,
+any case). Any other file inside a folder input is reported as skipped with its reason, except hidden
+files and the text files that can sit beside audio (transcripts, notes: `COMPANION_EXTENSIONS`). A file's
 base id is its stem; inside a folder input it is the path relative to that folder without the
 extension, with `/` written as `__` (so `spk1/a.wav` -> `spk1__a`). Characters other than letters,
 digits, `.`, `-` and `_` become `_`. Two sources with the same id: the later one (in sorted order) is
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptsovits_train.audio.io import AUDIO_EXTENSIONS
+from gptsovits_train.audio.io import AUDIO_EXTENSIONS, AUDIO_EXTENSIONS_TEXT
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.transcripts import (
     STAGE,
@@ -37,6 +39,9 @@ from gptsovits_train.errors import GsvError
 LOG = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^\w.\-]+")
+
+#: Files that may sit in an audio folder and are not reported as unsupported audio.
+COMPANION_EXTENSIONS = frozenset({".txt", ".lab", ".list", ".csv", ".tsv", ".json", ".md", ".yaml", ".yml"})
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,15 @@ def is_audio_path(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
+def unsupported_reason(path: Path) -> str:
+    return f"not a supported audio file type ({path.suffix or 'no extension'}; read: {AUDIO_EXTENSIONS_TEXT})"
+
+
+def _is_companion(relative: Path) -> bool:
+    """Hidden files/folders and transcript or note files inside an input folder."""
+    return relative.suffix.lower() in COMPANION_EXTENSIONS or any(p.startswith(".") for p in relative.parts)
+
+
 def discover_audio(inputs: Sequence[Path | str]) -> tuple[list[tuple[Path, str]], list[Skipped]]:
     """Audio files under `inputs` as (absolute path, base id), in input order then sorted path order.
 
@@ -111,17 +125,40 @@ def discover_audio(inputs: Sequence[Path | str]) -> tuple[list[tuple[Path, str]]
             raise GsvError(f"input not found: {raw}")
         if root.is_file():
             if not is_audio_path(root):
-                skipped.append(Skipped(str(root), f"not an audio file extension ({root.suffix or 'none'})"))
+                skipped.append(Skipped(str(root), unsupported_reason(root)))
                 continue
             items = [(root, safe_id(root.stem))]
         else:
-            files = sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p))
-            items = [(p, safe_id("__".join(p.relative_to(root).with_suffix("").parts))) for p in files]
+            files = sorted(p for p in root.rglob("*") if p.is_file())
+            skipped.extend(
+                Skipped(str(p), unsupported_reason(p))
+                for p in files
+                if not is_audio_path(p) and not _is_companion(p.relative_to(root))
+            )
+            items = [
+                (p, safe_id("__".join(p.relative_to(root).with_suffix("").parts)))
+                for p in files
+                if is_audio_path(p)
+            ]
         for path, cid in items:
             if path not in seen:
                 seen.add(path)
                 found.append((path, cid))
     return found, skipped
+
+
+def _assign(
+    assigned: dict[Path, TranscriptEntry], path: Path, entry: TranscriptEntry, plan: SourcePlan
+) -> bool:
+    """Give `path` the transcript `entry` unless an earlier line already did (then the line is skipped)."""
+    if path in assigned:
+        first = assigned[path].origin
+        plan.skipped.append(
+            Skipped(entry.origin, f"duplicate id {entry.key!r} (first at {first}); line ignored", STAGE)
+        )
+        return False
+    assigned[path] = entry
+    return True
 
 
 def collect_sources(
@@ -153,25 +190,14 @@ def collect_sources(
 
     assigned: dict[Path, TranscriptEntry] = {}
 
-    def assign(entry: TranscriptEntry, path: Path) -> bool:
-        """Give `path` the transcript `entry`, unless an earlier line already named it (skipped, reported)."""
-        if path in assigned:
-            first = assigned[path].origin
-            reason = f"duplicate id {entry.key!r} (first at {first}); line ignored"
-            plan.skipped.append(Skipped(entry.origin, reason, STAGE))
-            return False
-        assigned[path] = entry
-        return True
-
     if not inputs:
         for entry in tset.entries:
             path = next((c for c in entry.candidates if c.is_file()), None)
             if path is None:
                 plan.skipped.append(Skipped(entry.origin, f"points to a missing file: {entry.key}", STAGE))
                 continue
-            if not assign(entry, path):
-                continue
-            discovered.append((path, safe_id(path.stem)))
+            if _assign(assigned, path, entry, plan):
+                discovered.append((path, safe_id(path.stem)))
     else:
         by_path = {p: p for p, _ in discovered}
         by_name: dict[str, list[Path]] = defaultdict(list)
@@ -202,7 +228,7 @@ def collect_sources(
                         Skipped(entry.origin, f"points to a missing file: {entry.key}", STAGE)
                     )
                 continue
-            assign(entry, match)
+            _assign(assigned, match, entry, plan)
         if outside:
             plan.warnings.append(
                 WarningItem(

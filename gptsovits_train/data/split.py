@@ -116,3 +116,47 @@ def resolve_val_list(entries: Iterable[str], clip_keys: dict[str, list[str]]) ->
         else:
             matched |= hit
     return matched, unmatched
+
+
+#: Fewer validation clips than this makes the validation loss (and early stopping) follow noise.
+MIN_USEFUL_VAL_CLIPS = 3
+
+
+def clips_needed(n_val: int, val_ratio: float) -> int | None:
+    """The smallest clip count whose seeded split has `n_val` validation clips (None: never)."""
+    for n in range(2, 100_000):
+        if n_val_clips(n, val_ratio) >= n_val:
+            return n
+    return None
+
+
+def split_warning(n_train: int, n_val: int, val_ratio: float, *, pinned: bool = False) -> str | None:
+    """What is wrong with a train/val split for `fit`, or None when it is usable.
+
+    `fit` needs at least one clip on each side; fewer than `MIN_USEFUL_VAL_CLIPS` validation clips
+    train fine but make early stopping follow the noise of one or two clips. `pinned`: the validation
+    clips were named by --val-list (the advice is then about that list, not about val_ratio).
+    """
+    useful = clips_needed(MIN_USEFUL_VAL_CLIPS, val_ratio)
+    if pinned:
+        more = "name more clips in --val-list"
+    elif useful is not None:
+        more = f"about {useful} clips give {MIN_USEFUL_VAL_CLIPS} validation clips at val_ratio {val_ratio:g}"
+    else:
+        more = f"raise prepare.split.val_ratio (now {val_ratio:g}) or pin clips with --val-list"
+    total = n_train + n_val
+    if n_val == 0:
+        if total < 2:
+            return (
+                f"no validation clip: {total} clip(s) cannot be split, and fit needs at least one training "
+                f"and one validation clip; add audio (2 clips at the very least; {more})"
+            )
+        return "no validation clip (--val-list matched none); fit needs at least one: fix --val-list"
+    if n_train == 0:
+        return None  # reported by prepare itself ("every clip is in the validation set")
+    if n_val < MIN_USEFUL_VAL_CLIPS:
+        return (
+            f"only {n_val} validation clip(s): validation loss and early stopping will follow the noise of "
+            f"so few clips; {more}"
+        )
+    return None

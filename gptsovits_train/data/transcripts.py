@@ -11,9 +11,9 @@ Formats (UTF-8; a UTF-8 byte-order mark is accepted):
   ``<folder>/wavs/<id>.<ext>`` and ``<folder>/<id>.<ext>`` beside the transcript file.
 - Sidecar: ``a.txt`` or ``a.lab`` beside ``a.wav``; its whole text (lines joined by spaces).
 
-Problems never stop a run; each becomes a `Skipped` item naming ``file:line``: a file that is not UTF-8,
-a malformed line, an unknown language tag, a duplicate id (the first occurrence wins), an empty text,
-a line whose audio file does not exist.
+Problems never stop a run; each becomes a `Skipped` item naming ``file:line``: a line that is not UTF-8
+(with its byte offset; the other lines are used), a malformed line, an unknown language tag, a duplicate
+id (the first occurrence wins), an empty text, a line whose audio file does not exist.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptsovits_train.audio.io import AUDIO_EXTENSIONS
+from gptsovits_train.audio.io import AV_EXTENSIONS, SNDFILE_EXTENSIONS
 from gptsovits_train.data.report_types import Skipped
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class TranscriptSet:
 
 
 def _read_utf8(path: Path) -> tuple[str | None, Skipped | None]:
+    """The whole text of a sidecar (one transcript: a bad byte anywhere rejects it)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -85,12 +86,47 @@ def _read_utf8(path: Path) -> tuple[str | None, Skipped | None]:
     try:
         return raw.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
-        bad = raw[exc.start : exc.start + 1].hex()
-        reason = (
-            f"transcript file is not UTF-8 (byte 0x{bad} at offset {exc.start}); "
-            "re-save it as UTF-8, e.g. `iconv -f GBK -t UTF-8`"
-        )
-        return None, Skipped(str(path), reason, STAGE)
+        return None, Skipped(str(path), _not_utf8(raw, exc.start, "transcript file"), STAGE)
+
+
+def _not_utf8(raw: bytes, offset: int, what: str) -> str:
+    bad = raw[offset : offset + 1].hex()
+    return (
+        f"{what} is not UTF-8 (byte 0x{bad} at offset {offset}); "
+        "re-save it as UTF-8, e.g. `iconv -f GBK -t UTF-8`"
+    )
+
+
+def _read_lines(path: Path) -> tuple[list[tuple[int, str]], list[Skipped]]:
+    """(line number, text) of every line of a transcript file, and the lines that could not be read.
+
+    A UTF-8 file is split like `str.splitlines`. Otherwise each ``\n``-terminated line is decoded on its
+    own: a line that is not UTF-8 is skipped with its file offset and every other line is kept; when
+    no line decodes (or the file holds NUL bytes: UTF-16, binary), the file is reported once.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return [], [Skipped(str(path), f"cannot read transcript file ({exc.strerror})", STAGE)]
+    try:
+        return list(enumerate(raw.decode("utf-8-sig").splitlines(), start=1)), []
+    except UnicodeDecodeError as exc:
+        first_bad = exc.start
+    if b"\x00" in raw:  # UTF-16/32 or binary: no line of it is text
+        return [], [Skipped(str(path), _not_utf8(raw, first_bad, "transcript file"), STAGE)]
+    lines: list[tuple[int, str]] = []
+    problems: list[Skipped] = []
+    offset = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    for lineno, chunk in enumerate(raw[offset:].split(b"\n"), start=1):
+        try:
+            lines.append((lineno, chunk.decode("utf-8").rstrip("\r")))
+        except UnicodeDecodeError as exc:
+            reason = _not_utf8(raw, offset + exc.start, "line") + "; line skipped"
+            problems.append(Skipped(f"{path}:{lineno}", reason, STAGE))
+        offset += len(chunk) + 1
+    if not any(text.strip() for _, text in lines):
+        return [], [Skipped(str(path), _not_utf8(raw, first_bad, "transcript file"), STAGE)]
+    return lines, problems
 
 
 def _looks_like_list(first_line: str) -> bool:
@@ -106,7 +142,7 @@ def _list_candidates(raw: str, base: Path) -> tuple[Path, ...]:
 
 
 def _id_candidates(key: str, base: Path) -> tuple[Path, ...]:
-    exts = sorted(AUDIO_EXTENSIONS)
+    exts = sorted(SNDFILE_EXTENSIONS) + sorted(AV_EXTENSIONS)  # libsndfile's formats first, as before
     return tuple((base / "wavs" / f"{key}{e}").absolute() for e in exts) + tuple(
         (base / f"{key}{e}").absolute() for e in exts
     )
@@ -116,16 +152,13 @@ def read_transcript_file(path: Path | str) -> TranscriptSet:
     """Parse one `.list` or LJSpeech transcript file (format by extension, else by its first line)."""
     path = Path(path)
     out = TranscriptSet()
-    text, problem = _read_utf8(path)
-    if problem is not None or text is None:
-        out.problems.append(problem or Skipped(str(path), "unreadable transcript file", STAGE))
-        return out
-    lines = text.splitlines()
-    first = next((ln for ln in lines if ln.strip()), "")
+    lines, problems = _read_lines(path)
+    out.problems.extend(problems)
+    first = next((ln for _, ln in lines if ln.strip()), "")
     is_list = path.suffix.lower() == ".list" or _looks_like_list(first)
     base = path.parent.absolute()
     seen: dict[str, str] = {}
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in lines:
         if not line.strip():
             continue
         origin = f"{path}:{lineno}"

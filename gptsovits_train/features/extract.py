@@ -207,8 +207,7 @@ def extract_features(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> S
 
     warnings: list[WarningItem] = []
     if is_random:
-        warnings.append(WarningItem(STAGE, RANDOM_NOTICE, STAGE))
-        LOG.warning(RANDOM_NOTICE)
+        warnings.append(WarningItem(STAGE, RANDOM_NOTICE, STAGE))  # the command shows it once
 
     todo: list[Clip] = []
     for clip in clips:

@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -234,6 +235,10 @@ def load_hubert(path: Path | str, hidden_size: int = 768, *, verify: bool = True
         loaded_pair: Any = HubertModel.from_pretrained(
             str(path), local_files_only=True, output_loading_info=True
         )
+    except pickle.UnpicklingError as exc:  # refused by torch's restricted unpickler: one line, ours
+        from gptsovits_train.checkpoints.serialization import unpickling_error
+
+        raise HubertLoadError(str(unpickling_error(str(path / "pytorch_model.bin"), exc))) from None
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HubertLoadError(f"cannot load HuBERT from {path}: {first}") from None
@@ -352,7 +357,7 @@ def ensure_random_hubert(folder: Path | str, hidden_size: int = 768, seed: int =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    LOG.warning("built a random HuBERT in %s: %s", folder, RANDOM_NOTICE)
+    LOG.info("built a random HuBERT in %s (pipeline check only)", folder)
     return folder
 
 

@@ -154,8 +154,14 @@ def _log_preset_differences(model_cfg: ModelConfig) -> None:
         if getattr(model_cfg, k) != getattr(preset, k)
     }
     if diff:
-        text = ", ".join(f"{k}={ours!r} (official {off!r})" for k, (ours, off) in sorted(diff.items()))
-        LOG.info("model config differs from the official %s structure: %s", model_cfg.version, text)
+        names = sorted(diff)
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        LOG.info(
+            "not the official %s model size (%s differ): its exports load only into this tool",
+            model_cfg.version,
+            shown,
+        )
+        LOG.debug("model config vs official %s: %s", model_cfg.version, diff)
 
 
 def build_generator_from_config(

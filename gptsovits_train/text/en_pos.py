@@ -203,7 +203,7 @@ def _tagger() -> tuple[Tagger, str]:
     else:
         name = "textblob-aptagger 0.2.0 weights (stand-in: NLTK's model is not installed)"
         tagger = load_textblob_tagger()
-    LOG.info("English homograph POS tagger: %s", name)
+    LOG.debug("English homograph POS tagger: %s", name)
     return tagger, name
 
 

@@ -181,6 +181,25 @@ def check_clip_files(
     return problems
 
 
+def _no_val_reason(clips: Sequence[Clip], lo: int, hi: int) -> str:
+    """Why a dataset has no usable validation clip, and what to do about it."""
+    n_val = sum(c.split == "val" for c in clips)
+    if n_val:
+        return (
+            f"its {n_val} validation clip(s) are all outside the length buckets ({lo} < frames <= {hi}); "
+            "re-split with --val-list naming clips of usable length, or widen train.bucket_boundaries"
+        )
+    if len(clips) == 1:
+        return (
+            "it holds a single clip, which cannot be split into training and validation; fit needs at "
+            "least one of each: add audio and run prepare again"
+        )
+    return (
+        f"none of its {len(clips)} clips is marked split 'val' in the manifest; run prepare again "
+        "(its seeded split always holds out at least one of two or more clips, or use --val-list)"
+    )
+
+
 def load_splits(
     dataset_dir: Path | str,
     audio: AudioConfig,
@@ -231,10 +250,7 @@ def load_splits(
     if not train:
         raise GsvError(f"dataset {layout.root}: no training clip within {lo} < frames <= {hi}")
     if not val:
-        raise GsvError(
-            f"dataset {layout.root}: no validation clip (split 'val') within {lo} < frames <= {hi}; "
-            "prepare the dataset with prepare.split.val_ratio > 0"
-        )
+        raise GsvError(f"dataset {layout.root}: {_no_val_reason(clips, lo, hi)}")
     if max_val_clips is not None and len(val) > max_val_clips:
         LOG.info(
             "validation limited to the first %d of %d clips (train.val_max_clips)", max_val_clips, len(val)

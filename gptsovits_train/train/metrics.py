@@ -18,11 +18,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gptsovits_train.fileio import atomic_path, atomic_write_json, atomic_write_text
+from gptsovits_train.fileio import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    naming_write_failures,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOG = logging.getLogger(__name__)
 
@@ -49,9 +58,10 @@ class MetricsLog:
     def log(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, **_jsonable(fields), "time": round(time.monotonic() - self._t0, 3)}
         if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            with naming_write_failures(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         return record
 
     def rewind(self, step: int, epoch: int) -> int:
@@ -89,11 +99,50 @@ def _float(v: Any) -> float:
     return float(v)
 
 
-def plot_curves(events: list[dict[str, Any]], out_png: Path | str, *, best_epoch: int | None) -> Path | None:
+def run_title(run_dir: Path | str) -> str:
+    """ "<run name>: <stop reason>" from the `summary.json` of a run folder (just the name without one)."""
+    run_dir = Path(run_dir)
+    name = run_dir.absolute().name
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return name
+    reason, message = summary.get("stop_reason"), summary.get("stop_message")
+    if not reason:
+        return name
+    return f"{name}: stopped by {reason}" + (f" ({message})" if message else "")
+
+
+def plot_curves(
+    events: list[dict[str, Any]],
+    out_png: Path | str,
+    *,
+    best_epoch: int | None,
+    title: str | None = None,
+) -> Path | None:
     """Training and validation mel loss per epoch, the best epoch marked, lr on a second (log) axis.
 
-    Returns the written path, or None when there is nothing to plot yet.
+    `title` defaults to `run_title` of the folder holding `out_png` (the run folder, whose summary.json
+    is written first). Returns the written path, or None when there is nothing to plot yet.
     """
+    fig = curves_figure(
+        events, best_epoch=best_epoch, title=run_title(Path(out_png).parent) if title is None else title
+    )
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
+def curves_figure(events: list[dict[str, Any]], *, best_epoch: int | None, title: str) -> Figure | None:
+    """The figure of `plot_curves` (None when there is nothing to plot). The legend sits below the axes,
+    so it never covers the curves or the "best: epoch N" label at the top of the plot."""
     epochs = [e for e in events if e["event"] == "epoch"]
     vals = [e for e in events if e["event"] == "val"]
     if not epochs and not vals:
@@ -103,7 +152,7 @@ def plot_curves(events: list[dict[str, Any]], out_png: Path | str, *, best_epoch
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     if epochs:
         ax.plot(
             [e["epoch"] for e in epochs],
@@ -134,12 +183,15 @@ def plot_curves(events: list[dict[str, Any]], out_png: Path | str, *, best_epoch
         ax.axvline(best_epoch, color="tab:red", linestyle=":", linewidth=1.2)
         if best:
             ax.plot([best_epoch], [_float(best[-1]["val/mel"])], "*", color="tab:red", markersize=14)
-        ax.annotate(
+        xs = [e["epoch"] for e in epochs + vals]
+        right_half = best_epoch > (min(xs) + max(xs)) / 2
+        ax.annotate(  # on the side of the line that stays inside the axes
             f"best: epoch {best_epoch}",
             xy=(best_epoch, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(4, -14),
+            xytext=(-4 if right_half else 4, -14),
             textcoords="offset points",
+            ha="right" if right_half else "left",
             color="tab:red",
         )
     ax.set_xlabel("epoch")
@@ -157,15 +209,12 @@ def plot_curves(events: list[dict[str, Any]], out_png: Path | str, *, best_epoch
         )
         ax2.set_ylabel("learning rate")
         ax2.set_yscale("log")
-        lines = ax.get_legend_handles_labels()
-        lines2 = ax2.get_legend_handles_labels()
-        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right", fontsize=8)
+        handles, labels = ax.get_legend_handles_labels()
+        handles2, labels2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + handles2, labels + labels2
     else:
-        ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+        handles, labels = ax.get_legend_handles_labels()
+    ax.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9)  # a long stop message wraps
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below the axes
+    return fig

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 from gptsovits_train.checkpoints.files import RUN_CHECKPOINT_FORMAT, RUN_CHECKPOINT_FORMAT_VERSION
+from gptsovits_train.checkpoints.serialization import load_torch_file
 from gptsovits_train.errors import CheckpointError
 from gptsovits_train.fileio import atomic_path, atomic_torch_save
 from gptsovits_train.layout import RunLayout
@@ -224,21 +224,20 @@ class RunCheckpoints:
                 (self.layout.ckpt_dir / worst[0]).unlink(missing_ok=True)
 
 
-def load_run_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a run checkpoint safely (`weights_only=True`) and check its format tag.
+def load_run_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load a run checkpoint with the safe loader (`checkpoints.serialization`, tensors on the CPU) and
+    check its format tag.
 
     A checkpoint without a `stage` entry (written before the engine served several stages) is a SoVITS one.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or not a gsv-train checkpoint.
+        CheckpointError: the file is missing, corrupt, refused by the safe loader (one line, in our words),
+            or not a gsv-train checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    state = load_torch_file(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a gsv-train run checkpoint (no format tag {CHECKPOINT_FORMAT!r})")
     version = state.get("format_version")
