@@ -3,4 +3,5 @@
 import gptsovits_train.commands.download
 import gptsovits_train.commands.export
 import gptsovits_train.commands.fit
-import gptsovits_train.commands.prepare  # noqa: F401
+import gptsovits_train.commands.prepare
+import gptsovits_train.commands.report  # noqa: F401

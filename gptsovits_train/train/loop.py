@@ -42,6 +42,7 @@ from gptsovits_train.models import (
     build_discriminator_from_config,
     build_generator_from_config,
 )
+from gptsovits_train.report import ListenClip, ListenReport
 from gptsovits_train.train.checkpointing import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
@@ -549,7 +550,7 @@ def _fit(
             device=device,
             precision=precision,
             ctx=ctx,
-            n_samples=t.val_audio_samples if main else 0,
+            n_samples=max(t.val_audio_samples, t.listen_clips),  # the same on every rank (gathered)
         )
 
     def rollback(epoch: int) -> None:
@@ -581,6 +582,23 @@ def _fit(
             restored_step=int(ck["step"]),
             **{"lr/g": current_lrs(optim_g)[0]},
         )
+
+    report: ListenReport | None = None
+    if main:  # report.html + listen/: the first `listen_clips` validation clips at every validated epoch
+        report = ListenReport(
+            layout,
+            stage="SoVITS",
+            clips=[ListenClip(c.id, c.text, splits.root.root / c.path) for c in splits.val[: t.listen_clips]],
+            sampling_rate=cfg.audio.sampling_rate,
+            audio_format=t.listen_format,
+            run_info={
+                "dataset": f"{splits.root.root}: {len(splits.train)} training clips "
+                f"({train_minutes:.2f} min), {len(splits.val)} validation clips",
+                "device": str(device),
+                "precision": precision,
+            },
+        )
+        report.start()
 
     if not resume:
         # Epoch-0 checkpoint: the first resume and NaN-rollback point.
@@ -751,7 +769,9 @@ def _fit(
                     clips=val.n_clips,
                 )
                 tb.scalars(val.metrics, step)
-                for i, sample in enumerate(val.samples):
+                if report is not None:
+                    report.add_validation(epoch, [(s.clip_id, s.audio.numpy()) for s in val.samples])
+                for i, sample in enumerate(val.samples[: t.val_audio_samples]):
                     tb.audio(f"val_audio/{i}_{sample.clip_id}", sample.audio, step, cfg.audio.sampling_rate)
                     tb.mel_image(f"val_mel/{i}_{sample.clip_id}", sample.mel, step)
                     if epoch == 1 or (resume and epoch == start_epoch):
@@ -856,6 +876,8 @@ def _fit(
     if main:
         write_summary(layout.summary, summary)
         plot_curves(read_metrics(layout.metrics), layout.curves, best_epoch=summary["best_epoch"])
+    if report is not None:
+        report.finalise()
     tb.close()
     barrier(ctx)
     return FitResult(
