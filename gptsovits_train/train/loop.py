@@ -583,6 +583,12 @@ def _fit(
             **{"lr/g": current_lrs(optim_g)[0]},
         )
 
+    if not resume:
+        # Epoch-0 checkpoint: the first resume and NaN-rollback point.
+        save(0, finished=True, score=None, metrics_now={})
+        if main:
+            metrics.log("start", epoch=0, step=0, init=init_reports, precision=precision, device=str(device))
+
     report: ListenReport | None = None
     if main:  # report.html + listen/: the first `listen_clips` validation clips at every validated epoch
         report = ListenReport(
@@ -598,13 +604,7 @@ def _fit(
                 "precision": precision,
             },
         )
-        report.start()
-
-    if not resume:
-        # Epoch-0 checkpoint: the first resume and NaN-rollback point.
-        save(0, finished=True, score=None, metrics_now={})
-        if main:
-            metrics.log("start", epoch=0, step=0, init=init_reports, precision=precision, device=str(device))
+        report.start()  # after the "start" event: the page is built from metrics.jsonl
 
     # ------------------------------------------------------------------ 5. epochs
     stop_reason, stop_message = "max_epochs", f"reached train.epochs = {t.epochs}"
