@@ -81,7 +81,8 @@ def parse_page(text: str) -> Page:
 
 
 def validation_rows(page: Page) -> list[dict[str, object]]:
-    """The validations table: per row its epoch, whether it is marked best, and {metric key: data-value}."""
+    """The validations table: per row its epoch, whether it is marked best, {metric key: data-value}, and the
+    text of its change against the previous best."""
     rows: dict[str, dict[str, object]] = {}
     for element in page.elements:
         if (
@@ -93,8 +94,11 @@ def validation_rows(page: Page) -> list[dict[str, object]]:
                 "epoch": int(element.attrs["data-epoch"]),
                 "best": "best" in element.classes,
                 "values": {},
-                "text": element.text,
             }
+        if element.tag == "td" and "change" in element.classes:
+            row = element.inside("tr")
+            assert row is not None
+            rows[row["data-epoch"]]["change"] = element.text
         if element.tag == "td" and "data-value" in element.attrs:
             row = element.inside("tr")
             assert row is not None

@@ -140,20 +140,22 @@ def test_live_report_follows_the_run(tmp_path):
         }
     assert [r["epoch"] for r in rows if r["best"]] == [summary["best_epoch"]] == [4]
     # improvements against the previous best are shown (hand-computed: 0.5-0.7, 0.4-0.5; 0.6-0.5, 0.45-0.4)
-    assert [str(r["text"]).split("0:00:")[-1][2:] for r in rows] == [
+    assert [r["change"] for r in rows] == [
         "first best",
         "new best, -0.2",
         "+0.1",
         "new best, -0.1",
         "+0.05",
     ]
-    # the grid marks the same epoch
+    # the grid marks the same epoch, and repeats its column right after the real clip
     best_cols = [int(e.attrs["data-epoch"]) for e in page.find("th") if "best" in e.classes]
     assert best_cols == [4]
+    headers = [e for e in page.find("th") if e.inside("table", id="listen") and "data-epoch" in e.attrs]
+    assert [int(e.attrs["data-epoch"]) for e in headers] == [4, 1, 2, 3, 4, 5] and "pin" in headers[0].classes
 
     # every referenced audio file exists and decodes; generated ones are the validation's own waveforms
     sources = audio_sources(page)
-    assert len(sources) == 2 * (1 + 5)  # 2 clips x (real + 5 epochs)
+    assert len(sources) == 2 * (1 + 1 + 5)  # 2 clips x (real, best epoch, 5 epochs)
     for src in sources:
         wave, sr = sf.read(layout.root / src, dtype="float32")
         assert sr == SR and len(wave) > 0
@@ -185,7 +187,8 @@ def test_wav_format_holds_the_samples(tmp_path):
     fit(cfg, layout.root, progress=False, validate_fn=scripted)
     page = parse_page(layout.report_html.read_text(encoding="utf-8"))
     assert audio_sources(page) == [f"listen/real/{val_ids[0]}.wav"] + [
-        f"listen/epoch_{e:04d}/{val_ids[0]}.wav" for e in (1, 2)
+        f"listen/epoch_{e:04d}/{val_ids[0]}.wav"
+        for e in (2, 1, 2)  # best (epoch 2) first
     ]
     for epoch in (1, 2):
         path = layout.listen_sample(epoch, val_ids[0], "wav")
@@ -330,7 +333,7 @@ def test_clip_text_is_escaped_and_missing_audio_is_marked(tmp_path):
     page = parse_page(text)
     assert "he said &quot;&lt;b&gt;hi&lt;/b&gt;&quot; &amp; left" in text and "<b>hi" not in text
     # a&b: real + epoch 2 (epoch 1 has no file: marked "—"); "gone": its real clip was unreadable
-    assert audio_sources(page) == ["listen/real/a%26b.ogg", "listen/epoch_0002/a%26b.ogg"]
+    assert audio_sources(page) == ["listen/real/a%26b.ogg"] + ["listen/epoch_0002/a%26b.ogg"] * 2  # best, 2
     assert (layout.listen_dir / "real" / "a&b.ogg").is_file()
     assert "unavailable" in text
     assert not list(layout.listen_dir.rglob("not-a-report-clip*"))

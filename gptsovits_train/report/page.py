@@ -172,7 +172,8 @@ table.facts td,table.facts th{border:none;text-align:left;padding:1px 14px 1px 0
 tr.best td{background:#fff1b8;font-weight:600}.better{color:#067d2c}.worse{color:#b42318}
 td.mon,th.mon{background:#eef4ff}tr.best td.mon{background:#ffe58a}
 .wrap{overflow-x:auto}.grid td,.grid th{text-align:center}.grid td.clip{text-align:left;min-width:16em;
-max-width:26em}.grid th.best,.grid td.best{background:#fff1b8}.grid audio{width:200px;height:34px}
+max-width:26em}.grid th.best,.grid td.best,.grid .pin{background:#fff1b8}
+.grid .pin{border-right:3px solid #e0b400}.grid audio{width:180px;height:34px}
 .id{font-family:ui-monospace,monospace;font-size:.9em;color:#555}.none{color:#999}
 img.curves{max-width:100%;height:auto;border:1px solid #eee}
 """
@@ -280,7 +281,7 @@ def _table(files: RunFiles) -> str:
             data = f'data-key="{_e(k)}" data-value="{_e(json.dumps(v))}"'
             cells.append(f"<td{cls} {data}>{_e(_fmt(v))}</td>")
         cells += [f'<td data-key="{_e(k)}">{_e(_fmt(row.lrs.get(k)))}</td>' for k in lr_keys]
-        cells.append(f'<td>{_fmt_time(row.time_s)}</td><td class="l">{change}</td>')
+        cells.append(f'<td>{_fmt_time(row.time_s)}</td><td class="l change">{change}</td>')
         cls = ' class="best"' if row.epoch == best_epoch else ""
         out.append(f'<tr{cls} data-epoch="{row.epoch}">{"".join(cells)}</tr>')
     out.append("</tbody></table>")
@@ -292,16 +293,27 @@ def _audio(rel: str) -> str:
 
 
 def _grid(files: RunFiles) -> str:
+    """Clips x epochs; the best epoch's column is marked, and repeated right after the real clip."""
     index = files.index
     if index is None or not index.clips:
         return '<p class="none">No audio for this run (train.listen_clips = 0, or an older run).</p>'
-    root, ext, best = files.layout.root, index.audio_format, files.best_epoch
-    epochs = [r.epoch for r in files.rows]
+    best = files.best_epoch
+    # (epoch, css class, header) of each generated-audio column
+    columns = [
+        (
+            r.epoch,
+            "best" if r.epoch == best else "",
+            f"epoch {r.epoch}" + ("<br>★ best" if r.epoch == best else ""),
+        )
+        for r in files.rows
+    ]
+    if best is not None and len(columns) > 1 and any(c[0] == best for c in columns):
+        columns.insert(0, (best, "pin", f"★ best<br>(epoch {best})"))
     head = ['<th class="l">clip</th><th>real</th>']
-    for epoch in epochs:
-        mark = " best" if epoch == best else ""
-        label = f"epoch {epoch}" + ("<br>★ best" if epoch == best else "")
-        head.append(f'<th class="ep{mark}" data-epoch="{epoch}">{label}</th>')
+    head += [
+        f'<th class="{f"ep {cls}".strip()}" data-epoch="{epoch}">{label}</th>'
+        for epoch, cls, label in columns
+    ]
     out = ['<div class="wrap"><table class="grid" id="listen"><thead><tr>', *head, "</tr></thead><tbody>"]
     for clip in index.clips:
         cid = str(clip["id"])
@@ -310,14 +322,11 @@ def _grid(files: RunFiles) -> str:
         cells = [f'<td class="clip"><span class="id">{_e(cid)}{duration}</span><br>{text}</td>']
         real = clip.get("real")
         cells.append(f"<td>{_audio(real)}</td>" if real else '<td class="none">unavailable</td>')
-        for epoch in epochs:
-            mark = ' class="best"' if epoch == best else ""
-            path = files.layout.listen_sample(epoch, cid, ext)
-            if path.is_file():
-                player = _audio(path.relative_to(root).as_posix())
-                cells.append(f'<td{mark} data-epoch="{epoch}">{player}</td>')
-            else:
-                cells.append(f'<td{mark} data-epoch="{epoch}"><span class="none">—</span></td>')
+        for epoch, cls, _ in columns:
+            path = files.layout.listen_sample(epoch, cid, index.audio_format)
+            player = _audio(path.relative_to(files.layout.root).as_posix()) if path.is_file() else "—"
+            mark = f' class="{cls}"' if cls else ""
+            cells.append(f'<td{mark} data-epoch="{epoch}">{player}</td>')
         out.append(f'<tr data-clip="{_e(cid)}">{"".join(cells)}</tr>')
     out.append("</tbody></table></div>")
     return "".join(out)
