@@ -27,9 +27,11 @@ from gptsovits_train.cli import app
 from gptsovits_train.config import Config, load_config
 from gptsovits_train.data.manifest import read_manifest
 from gptsovits_train.layout import RunLayout
+from gptsovits_train.report.listen import ListenReport
+from gptsovits_train.report.listen_files import ListenClip
 from gptsovits_train.train.loop import fit
 from gptsovits_train.train.metrics import read_metrics
-from gptsovits_train.train.validation import ValResult, ValSample
+from gptsovits_train.train.stage import ValResult, ValSample
 from tests.fit_helpers import CONFIGS, make_dataset
 from tests.report_helpers import Page, parse_page, validation_rows
 
@@ -313,8 +315,6 @@ def test_rebuild_of_an_interrupted_older_run(tmp_path):
 
 
 def test_clip_text_is_escaped_and_missing_audio_is_marked(tmp_path):
-    from gptsovits_train.report import ListenClip, ListenReport
-
     layout = write_run(tmp_path / "run", [(1, 0.5, True), (2, 0.4, True)], summary_steps=None)
     real = tmp_path / "real.wav"
     sf.write(real, np.zeros(SR // 2, dtype=np.float32), SR, subtype="PCM_16")

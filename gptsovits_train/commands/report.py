@@ -25,7 +25,7 @@ def report_command(
     configure_logging(quiet=quiet)
     if not run_dir.is_dir():
         raise typer.BadParameter(f"{run_dir} is not a folder", param_hint="RUN_DIR")
-    from gptsovits_train.report import build_report
+    from gptsovits_train.report.page import build_report
 
     try:
         path = build_report(run_dir)

@@ -36,6 +36,15 @@ INDEX_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
+class ListenClip:
+    """A validation clip of the report: its id, its text and the real recording (a dataset file)."""
+
+    id: str
+    text: str
+    audio_path: Path
+
+
+@dataclass(frozen=True)
 class ListenIndex:
     """What `listen/listen.json` holds."""
 

@@ -200,19 +200,14 @@ def _facts(files: RunFiles) -> list[tuple[str, str]]:
     if files.config:
         digest = s.get("config_digest") if s else None
         facts.append(("config", "config.yaml" + (f" (sha256 {str(digest)[:12]})" if digest else "")))
-    if s is not None and isinstance(s.get("dataset"), dict):
-        d = s["dataset"]
-        facts.append(
-            (
-                "dataset",
-                f"{d.get('path', '?')}: {d.get('train_clips', '?')} training clips "
-                f"({_fmt(d.get('train_minutes'))} min), {d.get('val_clips', '?')} validation clips",
-            )
+    dataset = (s or {}).get("dataset") or info.get("dataset") or cfg_train.get("dataset")
+    if isinstance(dataset, dict):  # the stage's dataset summary
+        dataset = (
+            f"{dataset.get('path', '?')}: {dataset.get('train_clips', '?')} training clips "
+            f"({_fmt(dataset.get('train_minutes'))} min), {dataset.get('val_clips', '?')} validation clips"
         )
-    elif "dataset" in info:
-        facts.append(("dataset", str(info["dataset"])))
-    elif cfg_train.get("dataset"):
-        facts.append(("dataset", str(cfg_train["dataset"])))
+    if dataset:
+        facts.append(("dataset", str(dataset)))
     device = (s or {}).get("device") or info.get("device") or start.get("device")
     precision = (s or {}).get("precision") or info.get("precision") or start.get("precision")
     if device or precision:
