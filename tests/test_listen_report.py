@@ -71,7 +71,7 @@ class ScriptedValidation:
             ValSample(cid, tone(epoch, i, 0.5 + 0.25 * i), torch.zeros(4, 3), torch.zeros(4, 3), index=i)
             for i, cid in enumerate(self.clip_ids)
         ]
-        return ValResult(metrics=metrics, n_clips=len(self.clip_ids), samples=samples)
+        return ValResult(metrics=metrics, n_clips=len(self.clip_ids), samples=samples, sample_rate=SR)
 
 
 def setup_run(tmp_path: Path, *overrides: str) -> tuple[Config, RunLayout, ScriptedValidation, list[str]]:
