@@ -7,12 +7,11 @@ from typing import Annotated, cast
 
 import typer
 
-from gptsovits_train.cli import QuietOpt, app, fail
+from gptsovits_train.commands.options import QuietOpt, fail
 from gptsovits_train.errors import GsvError
 from gptsovits_train.logging_setup import configure_logging
 
 
-@app.command("export-best")
 def export_best_command(
     source: Annotated[
         Path,
@@ -40,7 +39,7 @@ def export_best_command(
     configure_logging(quiet=quiet)
     if fmt not in ("pth", "safetensors"):
         raise typer.BadParameter(f"'{fmt}' is not one of pth, safetensors", param_hint="--format")
-    from gptsovits_train.export import ExportFormat, export_best
+    from gptsovits_train.checkpoints.export import ExportFormat, export_best
 
     try:
         result = export_best(source, out=out, name=name, fmt=cast(ExportFormat, fmt), force=force)
@@ -58,7 +57,6 @@ def export_best_command(
     typer.echo(f"  manifest {result.manifest_path}")
 
 
-@app.command("inspect")
 def inspect_command(
     file: Annotated[
         Path, typer.Argument(help="A SoVITS weight file (export, pretrained, G_*.pth, run checkpoint).")

@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
-from gptsovits_train.cli import QuietOpt, app, fail
+from gptsovits_train.commands.options import QuietOpt, fail
 from gptsovits_train.errors import GsvError
 from gptsovits_train.logging_setup import configure_logging
 
 LOG = logging.getLogger(__name__)
 
 
-@app.command("report")
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="Run folder made by `gsv-train fit`.")],
     quiet: QuietOpt = False,
