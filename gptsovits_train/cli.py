@@ -16,6 +16,7 @@ from gptsovits_train.commands.export import export_best_command, inspect_command
 from gptsovits_train.commands.fit import FIT_HELP, fit_command
 from gptsovits_train.commands.options import fail
 from gptsovits_train.commands.prepare import prepare_command
+from gptsovits_train.commands.report import report_command
 from gptsovits_train.errors import GsvError, Interrupted
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ app.command("export-best")(export_best_command)
 app.command("inspect")(inspect_command)
 app.command("fit", help=FIT_HELP)(fit_command)
 app.command("prepare")(prepare_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

@@ -30,6 +30,10 @@ Run folder (written by `gsv-train fit`)::
       checkpoints/best.pt     best validation state
       checkpoints/epoch_XXXX.pt   top-k by validation loss
       exports/                `export-best` output
+      report.html             the listening report (self-contained page; `gsv-train report` rebuilds it)
+      listen/listen.json      the report's clips (id, text, real audio) and run facts
+      listen/real/<id>.<ext>  the real validation clips of the report
+      listen/epoch_XXXX/<id>.<ext>  the generated audio of those clips at every validated epoch
 """
 
 from __future__ import annotations
@@ -171,3 +175,26 @@ class RunLayout:
     @property
     def exports_dir(self) -> Path:
         return self.root / "exports"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def listen_dir(self) -> Path:
+        return self.root / "listen"
+
+    @property
+    def listen_index(self) -> Path:
+        return self.listen_dir / "listen.json"
+
+    def listen_real(self, clip_id: str, ext: str) -> Path:
+        """The real clip `clip_id` of the listening report."""
+        return self.listen_dir / "real" / f"{clip_id}.{ext}"
+
+    def listen_epoch_dir(self, epoch: int) -> Path:
+        return self.listen_dir / f"epoch_{epoch:04d}"
+
+    def listen_sample(self, epoch: int, clip_id: str, ext: str) -> Path:
+        """The audio generated for `clip_id` by the validation after epoch `epoch`."""
+        return self.listen_epoch_dir(epoch) / f"{clip_id}.{ext}"

@@ -8,7 +8,9 @@ import json
 import os
 import socket
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 
@@ -65,6 +67,7 @@ def test_two_process_gloo_fit(tmp_path):
             "train.min_items_per_epoch=4",  # 4 items over 2 ranks: 2 steps per epoch on each
             "model.segment_size=1280",
             "train.val_audio_samples=0",
+            "train.listen_format=wav",
         ],
     )
     run = tmp_path / "run"
@@ -95,6 +98,14 @@ def test_two_process_gloo_fit(tmp_path):
         device=torch.device("cpu"),
         precision="fp32",
         ctx=DistContext(0, 1, 0, torch.device("cpu"), initialised_here=False),
+        n_samples=3,
     )
     for key, value in single.metrics.items():
         assert r0["val_after_reload"][key] == pytest.approx(value, rel=1e-6), key
+    # the listening report holds the first 3 validation clips (2 on rank 0, 1 on rank 1, gathered), and
+    # the best epoch's audio is what one process generates from the same weights (16-bit WAV)
+    assert [s.clip_id for s in single.samples] == [c.id for c in splits.val]
+    for sample in single.samples:
+        path = layout.listen_sample(summary["best_epoch"], sample.clip_id, "wav")
+        heard, _ = sf.read(path, dtype="float32")
+        np.testing.assert_allclose(heard, sample.audio.clamp(-1, 1).numpy(), atol=2 / 32768)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
@@ -59,6 +60,15 @@ def test_prepare_fit_export_inspect_on_the_embedded_sample(tmp_path, monkeypatch
     assert summary["val_after_reload_value"] == summary["best_value"]
     best = torch.load(layout.best, weights_only=True)
     assert best["epoch"] == summary["best_epoch"]
+    # The listening report: the one validation clip, real and generated at both validated epochs (the real
+    # validation's inference-path audio, as long as the clip's frame-aligned length), best epoch marked.
+    report = layout.report_html.read_text(encoding="utf-8")
+    (val_clip,) = [c for c in clips if c.split == "val"]
+    assert f'<th class="ep best" data-epoch="{summary["best_epoch"]}">' in report
+    for epoch in (1, 2):
+        heard, sr = sf.read(layout.listen_sample(epoch, val_clip.id, "ogg"), dtype="float32")
+        assert sr == 32000 and abs(len(heard) - 2 * (val_clip.n_frames // 2) * 640) < 0.01 * sr
+        assert f"listen/epoch_{epoch:04d}/{val_clip.id}.ogg" in report
 
     r = runner.invoke(app, ["export-best", str(run), "--name", "demo"])
     assert r.exit_code == 0, r.output

@@ -34,6 +34,7 @@ from gptsovits_train.config import Config, TrainConfig
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_write_text
 from gptsovits_train.layout import RunLayout
+from gptsovits_train.report.listen import ListenReport
 from gptsovits_train.train.cpu_memory import cpu_threads, keep_freed_memory
 from gptsovits_train.train.distributed import (
     DistContext,
@@ -209,6 +210,17 @@ def _train(
         headline=stage.headline,
         elapsed_before=run.elapsed_before,
         resume_step=run.step if resume else None,
+        media_samples=t.val_audio_samples,
+        report=ListenReport(
+            layout,
+            stage=stage.name,
+            clips=data.listen,
+            sampling_rate=cfg.audio.sampling_rate,
+            audio_format=t.listen_format,
+            run_info={"dataset": data.summary, "device": describe_device(ctx.device), "precision": precision},
+        )
+        if ctx.is_main
+        else None,
     )
     first_epoch = run.epoch
     if resume:
@@ -216,6 +228,7 @@ def _train(
     else:
         save(0, finished=True, verdict=None)  # epoch 0: the first resume and NaN-rollback point
         log.event("start", epoch=0, step=0, init=init_reports, precision=precision, device=str(ctx.device))
+    log.start_report()
 
     stop_reason, stop_message = "max_epochs", f"reached train.epochs = {t.epochs}"
     if resume and monitor.has_stopped:  # stopped early before the resume: go straight to the end
@@ -517,4 +530,5 @@ def finish_run(
     if ctx.is_main:
         write_summary(layout.summary, summary)
         plot_curves(read_metrics(layout.metrics), layout.curves, best_epoch=summary["best_epoch"])
+    log.finish_report()
     return summary

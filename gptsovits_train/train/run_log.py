@@ -1,4 +1,5 @@
-"""What a run tells while it trains: `metrics.jsonl`, TensorBoard, the progress bar and the epoch line.
+"""What a run tells while it trains: `metrics.jsonl`, TensorBoard, the listening report, the progress bar and
+the epoch line.
 
 `RunLog` is the one place the engine reports to. Only rank 0 writes (files, bar, lines); the other ranks get
 an `enabled=False` log whose methods only keep the bookkeeping. The events of `metrics.jsonl` are listed in
@@ -15,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from gptsovits_train.layout import RunLayout
+from gptsovits_train.report.listen import ListenReport
 from gptsovits_train.train.metrics import MetricsLog
 from gptsovits_train.train.monitor import Verdict
 from gptsovits_train.train.stage import ValResult
@@ -45,6 +47,8 @@ class RunLog:
             shows `loss/mel` on the bar and `train/mel` in the epoch line.
         elapsed_before: seconds of earlier sessions (event times continue across resumes).
         resume_step: on resume, the checkpoint's step: later events of the interrupted session are dropped.
+        media_samples: how many of a validation's samples go to TensorBoard (`train.val_audio_samples`).
+        report: the listening report (`report.html` + `listen/`), updated after every validation.
     """
 
     def __init__(
@@ -59,6 +63,8 @@ class RunLog:
         headline: tuple[tuple[str, str], ...],
         elapsed_before: float = 0.0,
         resume_step: int | None = None,
+        media_samples: int | None = None,
+        report: ListenReport | None = None,
     ) -> None:
         self.enabled = enabled
         self.progress = progress and enabled
@@ -71,6 +77,8 @@ class RunLog:
             enabled=enabled and tensorboard,
             purge_step=None if resume_step is None else resume_step + 1,
         )
+        self.media_samples = media_samples
+        self.report = report if enabled else None
         self._bar: Any = None
         self._epoch_times: list[float] = []
         self._epoch_start = 0.0
@@ -155,7 +163,11 @@ class RunLog:
             clips=val.n_clips,
         )
         self.tb.scalars(val.metrics, step)
-        for i, sample in enumerate(val.samples):
+        if self.report is not None:
+            self.report.add_validation(
+                verdict.epoch, [(s.clip_id, s.audio.numpy()) for s in val.samples], val.sample_rate
+            )
+        for i, sample in enumerate(val.samples[: self.media_samples]):
             tag = f"{i}_{sample.clip_id}"
             self.tb.audio(f"val_audio/{tag}", sample.audio, step, val.sample_rate)
             self.tb.mel_image(f"val_mel/{tag}", sample.mel, step)
@@ -192,6 +204,16 @@ class RunLog:
         line += f" | lr {lr:.2e} | {epoch_time:.1f}s (<= {format_duration(remaining)} left)"
         LOG.info("%s", line)
         self.tb.flush()
+
+    def start_report(self) -> None:
+        """Write the listening report's real clips and first page (after the run's first metrics event)."""
+        if self.report is not None:
+            self.report.start()
+
+    def finish_report(self) -> None:
+        """Rewrite the listening report once `summary.json` is written."""
+        if self.report is not None:
+            self.report.finalise()
 
     def close(self) -> None:
         if self._bar is not None:

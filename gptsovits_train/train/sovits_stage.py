@@ -26,6 +26,7 @@ from torch import nn
 from gptsovits_train.config import Config
 from gptsovits_train.errors import CheckpointError, GsvError
 from gptsovits_train.models import build_discriminator_from_config, build_generator_from_config
+from gptsovits_train.report.listen_files import ListenClip
 from gptsovits_train.train.dataset import (
     LengthBucketBatchSampler,
     SoVITSDataset,
@@ -206,7 +207,9 @@ class SovitsStage:
             "steps_per_epoch": sampler.num_batches,
             "batch_size": t.batch_size,
         }
-        return StageData(loader=loader, batches=sampler, summary=summary)
+        # the listening report's clips: the first `listen_clips` of the validation list (any process count)
+        listen = [ListenClip(c.id, c.text, splits.root.root / c.path) for c in splits.val[: t.listen_clips]]
+        return StageData(loader=loader, batches=sampler, summary=summary, listen=listen)
 
     def _build_models(self) -> None:
         cfg, t, device = self.cfg, self.cfg.train, self.device
@@ -301,7 +304,7 @@ class SovitsStage:
             device=self.device,
             precision=self.precision,
             ctx=self.ctx,
-            n_samples=t.val_audio_samples if self.ctx.is_main else 0,
+            n_samples=max(t.val_audio_samples, t.listen_clips),  # the same on every rank (gathered)
         )
 
     # -------------------------------------------------------------------------------------- checkpoint

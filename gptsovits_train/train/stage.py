@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from gptsovits_train.report.listen_files import ListenClip
 from gptsovits_train.train.distributed import DistContext
 from gptsovits_train.train.monitor import Verdict
 from gptsovits_train.train.precision import Precision
@@ -21,12 +22,13 @@ from gptsovits_train.train.precision import Precision
 
 @dataclass
 class ValSample:
-    """What TensorBoard shows of one validation clip."""
+    """What TensorBoard and the listening report (`report/`) show of one validation clip."""
 
     clip_id: str
     audio: torch.Tensor  # (L,) generated audio, float32 CPU
     mel: torch.Tensor  # (n_mels, F) its log-mel
     target_mel: torch.Tensor  # (n_mels, F) the clip's log-mel
+    index: int = 0  # the clip's position in the whole validation list
 
 
 @dataclass
@@ -70,12 +72,15 @@ class StageData:
     """The training data of a stage.
 
     `loader` yields the batches of the epoch chosen by `batches.set_epoch` (from its `start_batch` on);
-    `summary` goes into `summary.json` as its `dataset` entry.
+    `summary` goes into `summary.json` as its `dataset` entry. `listen`: the validation clips of the
+    listening report (`report.html`), in validation-list order — the stage's `validate` must return their
+    generated audio as its first samples; empty for a stage without audio.
     """
 
     loader: Iterable[Any]
     batches: EpochBatches
     summary: dict[str, Any]
+    listen: list[ListenClip] = field(default_factory=list)
 
     def close(self) -> None:
         """Drop the loader now, so its worker processes end inside the run, not at interpreter exit."""

@@ -31,7 +31,7 @@ from gptsovits_train.config import AudioConfig, TrainConfig
 from gptsovits_train.models.commons import slice_segments
 from gptsovits_train.models.losses import kl_loss, mel_l1_loss
 from gptsovits_train.train.dataset import Sample, SoVITSDataset, collate
-from gptsovits_train.train.distributed import DistContext, all_reduce_sum
+from gptsovits_train.train.distributed import DistContext, all_reduce_sum, gather_objects
 from gptsovits_train.train.precision import Precision, autocast, full_precision
 from gptsovits_train.train.signals import ignore_stop_signals
 from gptsovits_train.train.stage import ValResult, ValSample
@@ -89,7 +89,8 @@ def validate(
     """Validate `generator` (the bare module, not the DDP wrapper) on this rank's shard; reduce over ranks.
 
     Returns the mean metrics over all validation clips of all ranks (identical on every rank), plus up to
-    `n_samples` audio/mel samples of this rank's first clips.
+    audio/mel samples of the first `n_samples` clips of the whole validation list, in list order (gathered
+    from every rank: the same clips whatever the number of processes; every rank must pass the same value).
     """
     G: Any = generator
     was_training = G.training
@@ -131,13 +132,14 @@ def validate(
                 recon, _ = mel_l1_loss(y_mel, y_hat_mel[:, :, :seg_frames])
                 kl, _ = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
             sums += torch.tensor([val_mel.item(), recon.item(), kl.item(), 1.0], dtype=torch.float64)
-            if len(samples) < n_samples:
+            if index < n_samples:
                 samples.append(
                     ValSample(
                         clip_id=batch.clip_ids[0],
                         audio=wave32[0, : n * hop].cpu(),
                         mel=mel_hat[0, :, :n].cpu(),
                         target_mel=mel_ref[0].cpu(),
+                        index=index,
                     )
                 )
     finally:
@@ -145,6 +147,7 @@ def validate(
     if ctx.distributed:
         reduced = sums.to(device if device.type == "cuda" else "cpu")
         sums = all_reduce_sum(reduced, ctx).cpu()
+        samples = sorted((s for part in gather_objects(samples, ctx) for s in part), key=lambda s: s.index)
     count = float(sums[-1])
     if count == 0:
         raise RuntimeError("validation ran on zero clips")
