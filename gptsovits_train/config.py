@@ -109,6 +109,10 @@ class FeaturesConfig(_Section):
     fp16: bool = True
     batch_size: int = Field(8, ge=1)
     hidden_size: int = Field(768, ge=1)
+    # v2Pro/v2ProPlus speaker-verification features (`sv/<id>.npy`, official `7-sv_cn`): the official
+    # ERes2NetV2 weights file (pretrained_eres2netv2w24s4ep4.ckpt), or `random-tiny` (a small seeded random
+    # model, 1280-d features: pipeline check only), or null (no sv stage). Uses `device` and `fp16`.
+    sv: str | None = None
 
 
 class TextConfig(_Section):
@@ -145,9 +149,36 @@ class PrepareConfig(_Section):
 # --------------------------------------------------------------------------------------------- model
 SoVITSVersion = Literal["v1", "v2", "v2Pro", "v2ProPlus"]
 
+#: What each SoVITS version's official config (s2.json, s2v2Pro.json, s2v2ProPlus.json) changes from the
+#: `ModelConfig` defaults (which are s2.json's). The one source of truth of the version presets: a
+#: `model` section that names a version gets these values for every key it does not set itself.
+MODEL_VERSION_PRESETS: dict[str, dict[str, Any]] = {
+    "v1": {},
+    "v2": {},
+    "v2Pro": {"p_dropout": 0.0, "gin_channels": 1024},
+    "v2ProPlus": {
+        "p_dropout": 0.0,
+        "gin_channels": 1024,
+        "upsample_initial_channel": 768,
+        "upsample_kernel_sizes": [20, 16, 8, 2, 2],
+    },
+}
+
 
 class ModelConfig(_Section):
-    """SoVITS generator hyper-parameters (official `model` section of s2.json); v2 defaults."""
+    """SoVITS generator hyper-parameters (official `model` section of s2.json); v2 defaults.
+
+    `version` selects the official preset (`MODEL_VERSION_PRESETS`): keys the section leaves out take
+    the preset's value, keys it sets win (`model: {version: v2Pro}` is the official v2Pro structure).
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_version_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = MODEL_VERSION_PRESETS.get(str(data.get("version", "v2")), {})
+            data = {**preset, **data}
+        return data
 
     version: SoVITSVersion = "v2"
     inter_channels: int = 192
@@ -172,6 +203,9 @@ class ModelConfig(_Section):
     segment_size: int = 20480
     ssl_dim: int = 768
     codebook_size: int = 1024
+    # v2Pro/v2ProPlus: size of the speaker-verification feature (`sv_emb` input): 20480 for the official
+    # ERes2NetV2; 1280 for datasets prepared with `prepare.features.sv: random-tiny` (tests, demo).
+    sv_dim: int = Field(20480, ge=1)
 
 
 # --------------------------------------------------------------------------------------------- train

@@ -91,6 +91,15 @@ def prepare_command(
             "else the files of `gsv-train download-pretrained` when present.",
         ),
     ] = None,
+    sv: Annotated[
+        str | None,
+        typer.Option(
+            "--sv",
+            help="v2Pro/v2ProPlus: the speaker-verification weights (pretrained_eres2netv2w24s4ep4.ckpt) for "
+            "sv features, or 'random-tiny' (pipeline check only). Default: prepare.features.sv, else the "
+            "downloaded file when model.version is v2Pro/v2ProPlus.",
+        ),
+    ] = None,
     device: Annotated[
         str | None, typer.Option("--device", help="Device for HuBERT/ASR: auto, cpu or cuda.")
     ] = None,
@@ -164,6 +173,8 @@ def prepare_command(
     feature_updates: dict[str, object] = {}
     if hubert is not None:
         feature_updates["hubert"] = hubert
+    if sv is not None:
+        feature_updates["sv"] = sv
     if device is not None:
         feature_updates["device"] = device
     if feature_updates:
@@ -186,6 +197,7 @@ def prepare_command(
         else:
             if not slice_only:
                 _resolve_hubert(cfg)
+                _resolve_sv(cfg)
             stages: list[Stage] | None = None
             if asr is not None:
                 from gptsovits_train.asr import AsrStage
@@ -245,3 +257,15 @@ def _resolve_hubert(cfg: Config) -> None:
     if found is not None and found.hubert_dir is not None:
         LOG.info("using the downloaded HuBERT in %s", found.hubert_dir)
         cfg.prepare.features = cfg.prepare.features.model_copy(update={"hubert": str(found.hubert_dir)})
+
+
+def _resolve_sv(cfg: Config) -> None:
+    """v2Pro/v2ProPlus: use the downloaded sv weights when neither --sv nor the config names a model."""
+    if cfg.prepare.features.sv or cfg.model.version not in ("v2Pro", "v2ProPlus"):
+        return
+    from gptsovits_train.pretrained import find_pretrained
+
+    found = find_pretrained(version=cfg.model.version)
+    if found is not None and found.sv_file is not None:
+        LOG.info("using the downloaded speaker-verification model %s", found.sv_file)
+        cfg.prepare.features = cfg.prepare.features.model_copy(update={"sv": str(found.sv_file)})

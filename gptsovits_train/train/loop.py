@@ -42,6 +42,7 @@ from gptsovits_train.models import (
     build_discriminator_from_config,
     build_generator_from_config,
 )
+from gptsovits_train.models.generator import PRO_VERSIONS
 from gptsovits_train.train.checkpointing import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
@@ -191,6 +192,7 @@ def _freeze(G: nn.Module) -> int:
 def _init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, str]:
     """Load the official pretrained s2G/s2D named in the config (strict key report); return the reports."""
     from gptsovits_train.checkpoints import EXPORT_DROPPED_PATTERNS, load_state_dict_strict, read_weights
+    from gptsovits_train.checkpoints.version import require_same_version
 
     t = cfg.train
     reports: dict[str, str] = {}
@@ -213,6 +215,7 @@ def _init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, 
         elif wf.role != role:
             key = "pretrained_s2G" if role == "generator" else "pretrained_s2D"
             raise GsvError(f"{path}: holds {wf.role} weights, but train.{key} needs {role} weights")
+        require_same_version(state, cfg.model.version, role=role, what=str(path))
         allow = EXPORT_DROPPED_PATTERNS if (role == "generator" and wf.kind == "official-export") else ()
         if allow:
             LOG.warning(
@@ -337,10 +340,12 @@ def _fit(
     )
 
     # ------------------------------------------------------------------ 2. data
+    pro = cfg.model.version in PRO_VERSIONS  # v2Pro/v2ProPlus: batches carry sv_emb
     splits = load_splits(
         t.dataset,
         cfg.audio,
         ssl_dim=cfg.model.ssl_dim,
+        sv_dim=cfg.model.sv_dim if pro else None,
         boundaries=t.bucket_boundaries,
         max_val_clips=t.val_max_clips,
     )
@@ -350,8 +355,8 @@ def _fit(
             f"train.bucket_boundaries starts at {t.bucket_boundaries[0]} frames, shorter than the "
             f"{segment_frames}-frame training segment (model.segment_size / audio.hop_length)"
         )
-    train_ds = SoVITSDataset(splits.root, splits.train, cfg.audio)
-    val_ds = SoVITSDataset(splits.root, splits.val, cfg.audio)
+    train_ds = SoVITSDataset(splits.root, splits.train, cfg.audio, with_sv=pro)
+    val_ds = SoVITSDataset(splits.root, splits.val, cfg.audio, with_sv=pro)
     repeats = repeats_for(len(train_ds), t.min_items_per_epoch)
     sampler = LengthBucketBatchSampler(
         train_ds.lengths,

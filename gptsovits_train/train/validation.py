@@ -130,10 +130,17 @@ def validate(
                     batch.spec[:, :, :t],
                     noise_scale=train.val_noise_scale,
                     generator=rng,
+                    sv_emb=batch.sv_emb,
                 )
                 # Training path: posterior reconstruction of a (seeded) random window.
                 out = G(
-                    batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths, generator=rng
+                    batch.ssl,
+                    batch.spec,
+                    batch.spec_lengths,
+                    batch.text,
+                    batch.text_lengths,
+                    sv_emb=batch.sv_emb,
+                    generator=rng,
                 )
             with full_precision(device):
                 wave32 = wave.float().squeeze(1)  # (1, 2*(t//2)*hop)
