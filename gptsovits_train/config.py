@@ -213,10 +213,16 @@ class EarlyStoppingConfig(_Section):
     """Stop when the validation metric stops improving (see `train/early_stopping.py`)."""
 
     enabled: bool = True
-    monitor: Literal["val/mel", "val/total"] = "val/mel"
+    # val/spk_sim (needs train.spk_sim_model) is maximised; the others are minimised
+    monitor: Literal["val/mel", "val/total", "val/spk_sim"] = "val/mel"
     patience: int = Field(5, ge=1)  # validations in a row without improvement
     min_delta: float = Field(1e-4, ge=0)  # an improvement must beat the best by more than this
     warmup_epochs: int = Field(0, ge=0)  # validations at epochs <= this never use up patience
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        """Direction of the monitor: val/spk_sim is maximised, the losses are minimised."""
+        return "max" if self.monitor == "val/spk_sim" else "min"
 
 
 class SchedulerConfig(_Section):
@@ -297,6 +303,17 @@ class TrainConfig(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     tensorboard: bool = True
     val_audio_samples: int = Field(2, ge=0)  # validation clips whose audio/mels go to TensorBoard
+    # ERes2NetV2 speaker-verification weights (pretrained_eres2netv2w24s4ep4.ckpt, any SoVITS version) for
+    # the `val/spk_sim` validation metric; `random-tiny` = seeded random model (plumbing tests); null = off
+    spk_sim_model: str | None = None
+
+    @model_validator(mode="after")
+    def _check_spk_sim(self) -> TrainConfig:
+        if self.early_stopping.monitor == "val/spk_sim" and not self.spk_sim_model:
+            raise ValueError(
+                "early_stopping.monitor val/spk_sim needs train.spk_sim_model (the sv weights file)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_buckets(self) -> TrainConfig:

@@ -81,7 +81,7 @@ class EarlyStopping:
     def from_config(cls, cfg: EarlyStoppingConfig) -> EarlyStopping:
         return cls(
             cfg.monitor,
-            mode="min",
+            mode=cfg.mode,
             patience=cfg.patience,
             min_delta=cfg.min_delta,
             warmup_epochs=cfg.warmup_epochs,

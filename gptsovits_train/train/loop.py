@@ -72,6 +72,7 @@ from gptsovits_train.train.nan_guard import NanGuard
 from gptsovits_train.train.precision import Precision, make_scaler, resolve_precision
 from gptsovits_train.train.rng import rng_state, seed_everything, set_rng_state
 from gptsovits_train.train.schedulers import build_scheduler, current_lrs
+from gptsovits_train.train.spk_sim import SpeakerSimilarity
 from gptsovits_train.train.step import train_step
 from gptsovits_train.train.tensorboard import TensorBoardLogger
 from gptsovits_train.train.validation import ValResult, validate, validation_loader
@@ -430,7 +431,10 @@ def _fit(
     sched_d = build_scheduler(t.scheduler, optim_d, threshold=t.early_stopping.min_delta)
     early = EarlyStopping.from_config(t.early_stopping)
     monitor = t.early_stopping.monitor
-    ckpts = CheckpointManager(layout, top_k=t.keep_top_k, monitor=monitor, write=main)
+    ckpts = CheckpointManager(
+        layout, top_k=t.keep_top_k, monitor=monitor, mode=t.early_stopping.mode, write=main
+    )
+    spk_sim = SpeakerSimilarity(t.spk_sim_model, device, cfg.audio.sampling_rate) if t.spk_sim_model else None
     guard = NanGuard(t.nan_patience, t.nan_max_rollbacks)
     G_train: nn.Module = G
     D_train: nn.Module = D
@@ -555,6 +559,7 @@ def _fit(
             precision=precision,
             ctx=ctx,
             n_samples=t.val_audio_samples if main else 0,
+            spk_sim=spk_sim,
         )
 
     def rollback(epoch: int) -> None:
@@ -718,8 +723,9 @@ def _fit(
             if do_val:
                 val = run_validation(epoch, final=False)
                 score = val.metrics[monitor]
-                sched_g.step_validation(score)
-                sched_d.step_validation(score)
+                plateau_value = score if t.early_stopping.mode == "min" else -score  # the plateau minimises
+                sched_g.step_validation(plateau_value)
+                sched_d.step_validation(plateau_value)
                 should_stop, es_message = early.step(score, epoch)
             last_metrics = {**train_means, **(val.metrics if val else {})}
             if finished:  # the checkpoint's position: the start of the next epoch
