@@ -211,3 +211,12 @@ def test_prepare_fit_export_inspect(
     r = runner.invoke(app, [*v2_args, "--set", f"train.pretrained_s2G={export}"])
     # (a tiny v2ProPlus decoder is not 768 wide, so its weights read as "v2Pro"; both are Pro)
     assert r.exit_code != 0 and "generator weights, but model.version is v2;" in r.output
+
+
+def test_v2pro_yaml_is_the_official_v2pro() -> None:
+    from gptsovits_train.models import official_model_config
+
+    cfg = load_config(REPO / "configs" / "v2pro.yaml")
+    assert cfg.model == official_model_config("v2Pro")
+    assert cfg.prepare.features.sv and cfg.train.spk_sim_model == cfg.prepare.features.sv
+    assert cfg.train.pretrained_s2G == "pretrained/v2Pro/s2Gv2Pro.pth"
