@@ -1,4 +1,4 @@
-"""Benchmark the v2Pro/v2ProPlus speaker-verification stage (`features.sv.SvFeaturizer`): time per minute of audio.
+"""Benchmark the v2Pro/v2ProPlus sv stage (`features.sv.SvFeaturizer`): time per minute of audio.
 
 Model: the official ERes2NetV2(w24 s4 ep4) structure with the fixture's seeded recipe weights (the compute
 does not depend on the values), or `--sv FILE` for the real checkpoint. Input: LJSpeech clips
@@ -85,7 +85,8 @@ def main() -> None:
     waves = clips_32k(args.clips)
     seconds = sum(len(w) for w in waves) / 32000
     print(
-        f"{len(waves)} clips, {seconds:.1f} s of audio; torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{len(waves)} clips, {seconds:.1f} s of audio; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
     )
     print(
         "| device | precision | wall s | wall s per audio minute | of which resample+fbank "

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -35,10 +34,10 @@ from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.stages import StageResult
 from gptsovits_train.errors import GsvError
-from gptsovits_train.features.extract import _read_clip_wave
+from gptsovits_train.features.extract import _read_clip_wave, read_stamp_fields, restamp
 from gptsovits_train.features.hubert import RANDOM_TINY
 from gptsovits_train.features.sv import SV_RANDOM_NOTICE, SvFeaturizer, load_sv_model, sv_wave
-from gptsovits_train.fileio import atomic_save_npy, atomic_write_json
+from gptsovits_train.fileio import atomic_save_npy
 from gptsovits_train.layout import DatasetLayout
 
 LOG = logging.getLogger(__name__)
@@ -77,11 +76,8 @@ class SvStamp:
 
 def read_sv_stamp(layout: DatasetLayout) -> SvStamp | None:
     """The recorded sv model of a dataset, or None when there is none (or it is unreadable)."""
-    path = layout.sv_stamp
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+
+    def build(data: dict[str, Any]) -> SvStamp:
         return SvStamp(
             model=str(data["model"]),
             digest=str(data["digest"]),
@@ -89,9 +85,8 @@ def read_sv_stamp(layout: DatasetLayout) -> SvStamp | None:
             feature_size=int(data["feature_size"]),
             format=int(data["format"]),
         )
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        LOG.warning("ignoring unreadable %s (%s)", path, exc)
-        return None
+
+    return read_stamp_fields(layout.sv_stamp, build)
 
 
 def sv_problem(path: Path, feature_size: int, *, full: bool) -> str | None:
@@ -137,17 +132,7 @@ def extract_sv_features(layout: DatasetLayout, clips: list[Clip], cfg: Config) -
     )
     old = read_sv_stamp(layout)
     if old is None or not old.same_features(stamp):
-        stale = sorted(layout.sv_dir.glob("*.npy")) if layout.sv_dir.is_dir() else []
-        if stale:
-            LOG.warning(
-                "%d sv feature files in %s were made by another model (%s); recomputing them",
-                len(stale),
-                layout.sv_dir,
-                old.model if old else "unknown",
-            )
-            for f in stale:
-                f.unlink()
-        atomic_write_json(layout.sv_stamp, stamp.to_dict())
+        restamp(layout.sv_dir, layout.sv_stamp, stamp.to_dict(), old.model if old else None, "sv feature")
 
     warnings: list[WarningItem] = []
     if loaded.random:
