@@ -43,9 +43,10 @@ def _mel(freq: float) -> float:
     return 1127.0 * math.log(1.0 + freq / 700.0)
 
 
-def povey_window(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(400,) Kaldi's povey window: a symmetric Hann window raised to the power 0.85."""
-    return torch.hann_window(FRAME_LENGTH, periodic=False, dtype=dtype).pow(POVEY_POWER)
+def povey_window(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(400,) Kaldi's povey window: a symmetric Hann window raised to the power 0.85 (computed in `dtype`
+    on `device`, as Kaldi's port does)."""
+    return torch.hann_window(FRAME_LENGTH, periodic=False, dtype=dtype, device=device).pow(POVEY_POWER)
 
 
 @functools.lru_cache(maxsize=2)
@@ -101,7 +102,7 @@ def kaldi_fbank(wave16k: torch.Tensor) -> torch.Tensor:
     frames = frames - frames.mean(dim=1).unsqueeze(1)
     previous = F.pad(frames.unsqueeze(0), (1, 0), mode="replicate").squeeze(0)[:, :-1]
     frames = frames - PREEMPHASIS * previous
-    frames = frames * povey_window(dtype).to(device).unsqueeze(0)
+    frames = frames * povey_window(dtype, device).unsqueeze(0)
     frames = F.pad(frames.unsqueeze(0), (0, N_FFT - FRAME_LENGTH), mode="constant", value=0.0).squeeze(0)
     power = torch.fft.rfft(frames).abs().pow(2.0)  # (T, 257)
     banks = F.pad(mel_banks().to(device=device, dtype=dtype), (0, 1), mode="constant", value=0.0)
