@@ -75,6 +75,21 @@ def test_stage_resumes_and_reports_bad_clips(dataset: DatasetLayout) -> None:
     assert clips[1].id not in [c.id for c in result.clips]
 
 
+def test_finished_dataset_does_not_load_the_model(
+    dataset: DatasetLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gptsovits_train.features.sv_extract as stage
+
+    extract_sv_features(dataset, read_manifest(dataset.manifest), _sv_config())
+
+    def refuse(spec: str) -> None:
+        raise AssertionError(f"loaded {spec}")
+
+    monkeypatch.setattr(stage, "load_sv_model", refuse)
+    result = extract_sv_features(dataset, read_manifest(dataset.manifest), _sv_config())
+    assert len(result.clips) == 4 and all(c.sv for c in result.clips)
+
+
 def test_model_change_recomputes(dataset: DatasetLayout, tmp_path: Path) -> None:
     clips = read_manifest(dataset.manifest)
     extract_sv_features(dataset, clips, _sv_config())

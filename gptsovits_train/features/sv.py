@@ -127,6 +127,42 @@ def _strict_key_problems(model: ERes2NetV2, state: dict[str, object]) -> list[st
     return problems
 
 
+@dataclass(frozen=True)
+class SvModelId:
+    """Which sv model a setting names, known without loading it (for the dataset stamp)."""
+
+    source: str
+    digest: str
+    random: bool
+    feature_size: int
+
+
+def _missing(path: Path) -> SvLoadError:
+    return SvLoadError(
+        f"speaker-verification weights not found: {path} (give the official {SV_CHECKPOINT_NAME}; "
+        "`gsv-train download-pretrained --version v2Pro` fetches it; "
+        f"'{RANDOM_TINY}' for a pipeline check)"
+    )
+
+
+def sv_model_id(spec: str | Path) -> SvModelId:
+    """Identify `spec` (a weights file: its sha256, read but not unpickled; or `random-tiny`).
+
+    Raises:
+        SvLoadError: the file does not exist.
+    """
+    if str(spec) == RANDOM_TINY:
+        cfg = random_tiny_config()
+        digest = hashlib.sha256(f"random-tiny:{cfg.to_dict()}:{RANDOM_SV_SEED}".encode()).hexdigest()
+        return SvModelId(RANDOM_TINY, digest, True, cfg.feature_size)
+    from gptsovits_train.models.eres2netv2 import ERes2NetV2Config
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise _missing(path)
+    return SvModelId(str(path.absolute()), _file_digest(path), False, ERes2NetV2Config().feature_size)
+
+
 def load_sv_model(spec: str | Path) -> LoadedSv:
     """Load the official ERes2NetV2 checkpoint, or build the `random-tiny` model.
 
@@ -139,20 +175,15 @@ def load_sv_model(spec: str | Path) -> LoadedSv:
     from gptsovits_train.models.eres2netv2 import ERes2NetV2, seeded_random_state
 
     if str(spec) == RANDOM_TINY:
-        cfg = random_tiny_config()
-        model = ERes2NetV2(cfg)
+        model = ERes2NetV2(random_tiny_config())
         model.load_state_dict(seeded_random_state(model, RANDOM_SV_SEED))
-        digest = hashlib.sha256(f"random-tiny:{cfg.to_dict()}:{RANDOM_SV_SEED}".encode()).hexdigest()
+        ident = sv_model_id(RANDOM_TINY)
         return LoadedSv(
-            model=model.eval().requires_grad_(False), source=RANDOM_TINY, random=True, digest=digest
+            model=model.eval().requires_grad_(False), source=RANDOM_TINY, random=True, digest=ident.digest
         )
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise SvLoadError(
-            f"speaker-verification weights not found: {path} (give the official {SV_CHECKPOINT_NAME}; "
-            "`gsv-train download-pretrained --version v2Pro` fetches it; "
-            f"'{RANDOM_TINY}' for a pipeline check)"
-        )
+        raise _missing(path)
     try:
         state = load_torch_file(path)
     except CheckpointError as exc:

@@ -36,7 +36,7 @@ from gptsovits_train.data.stages import StageResult
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.extract import _read_clip_wave, read_stamp_fields, restamp
 from gptsovits_train.features.hubert import RANDOM_TINY
-from gptsovits_train.features.sv import SV_RANDOM_NOTICE, SvFeaturizer, load_sv_model, sv_wave
+from gptsovits_train.features.sv import SV_RANDOM_NOTICE, SvFeaturizer, load_sv_model, sv_model_id, sv_wave
 from gptsovits_train.fileio import atomic_save_npy
 from gptsovits_train.layout import DatasetLayout
 
@@ -126,16 +126,16 @@ def extract_sv_features(layout: DatasetLayout, clips: list[Clip], cfg: Config) -
             "(pretrained_eres2netv2w24s4ep4.ckpt; `gsv-train download-pretrained --version v2Pro` "
             f"fetches it) or '{RANDOM_TINY}' for a pipeline check"
         )
-    loaded = load_sv_model(fcfg.sv)
+    ident = sv_model_id(fcfg.sv)
     stamp = SvStamp(
-        model=loaded.source, digest=loaded.digest, random=loaded.random, feature_size=loaded.feature_size
+        model=ident.source, digest=ident.digest, random=ident.random, feature_size=ident.feature_size
     )
     old = read_sv_stamp(layout)
     if old is None or not old.same_features(stamp):
         restamp(layout.sv_dir, layout.sv_stamp, stamp.to_dict(), old.model if old else None, "sv feature")
 
     warnings: list[WarningItem] = []
-    if loaded.random:
+    if ident.random:
         warnings.append(WarningItem(STAGE, SV_RANDOM_NOTICE, STAGE))
         LOG.warning(SV_RANDOM_NOTICE)
 
@@ -146,7 +146,9 @@ def extract_sv_features(layout: DatasetLayout, clips: list[Clip], cfg: Config) -
         else:
             todo.append(clip)
     LOG.info("sv features: %d of %d clips already done", len(clips) - len(todo), len(clips))
-    failed = _compute(layout, todo, cfg, SvFeaturizer(loaded, fcfg.device, fcfg.fp16)) if todo else {}
+    failed: dict[str, str] = {}
+    if todo:  # the model is loaded (and its keys checked) only when there is work
+        failed = _compute(layout, todo, cfg, SvFeaturizer(load_sv_model(fcfg.sv), fcfg.device, fcfg.fp16))
     kept = [c for c in clips if c.id not in failed]
     skipped = [Skipped(c.id, failed[c.id], STAGE) for c in clips if c.id in failed]
     return StageResult(clips=kept, skipped=skipped, warnings=warnings)
