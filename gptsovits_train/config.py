@@ -109,6 +109,10 @@ class FeaturesConfig(_Section):
     fp16: bool = True
     batch_size: int = Field(8, ge=1)
     hidden_size: int = Field(768, ge=1)
+    # v2Pro/v2ProPlus speaker-verification features (`sv/<id>.npy`, official `7-sv_cn`): the official
+    # ERes2NetV2 weights file (pretrained_eres2netv2w24s4ep4.ckpt), or `random-tiny` (a small seeded random
+    # model, 1280-d features: pipeline check only), or null (no sv stage). Uses `device` and `fp16`.
+    sv: str | None = None
 
 
 class TextConfig(_Section):
@@ -148,9 +152,36 @@ class PrepareConfig(_Section):
 # --------------------------------------------------------------------------------------------- model
 SoVITSVersion = Literal["v1", "v2", "v2Pro", "v2ProPlus"]
 
+#: What each SoVITS version's official config (s2.json, s2v2Pro.json, s2v2ProPlus.json) changes from the
+#: `ModelConfig` defaults (which are s2.json's). The one source of truth of the version presets: a
+#: `model` section that names a version gets these values for every key it does not set itself.
+MODEL_VERSION_PRESETS: dict[str, dict[str, Any]] = {
+    "v1": {},
+    "v2": {},
+    "v2Pro": {"p_dropout": 0.0, "gin_channels": 1024},
+    "v2ProPlus": {
+        "p_dropout": 0.0,
+        "gin_channels": 1024,
+        "upsample_initial_channel": 768,
+        "upsample_kernel_sizes": [20, 16, 8, 2, 2],
+    },
+}
+
 
 class ModelConfig(_Section):
-    """SoVITS generator hyper-parameters (official `model` section of s2.json); v2 defaults."""
+    """SoVITS generator hyper-parameters (official `model` section of s2.json); v2 defaults.
+
+    `version` selects the official preset (`MODEL_VERSION_PRESETS`): keys the section leaves out take
+    the preset's value, keys it sets win (`model: {version: v2Pro}` is the official v2Pro structure).
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_version_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = MODEL_VERSION_PRESETS.get(str(data.get("version", "v2")), {})
+            data = {**preset, **data}
+        return data
 
     version: SoVITSVersion = "v2"
     inter_channels: int = 192
@@ -175,6 +206,9 @@ class ModelConfig(_Section):
     segment_size: int = 20480
     ssl_dim: int = 768
     codebook_size: int = 1024
+    # v2Pro/v2ProPlus: size of the speaker-verification feature (`sv_emb` input): 20480 for the official
+    # ERes2NetV2; 1280 for datasets prepared with `prepare.features.sv: random-tiny` (tests, demo).
+    sv_dim: int = Field(20480, ge=1)
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -182,10 +216,16 @@ class EarlyStoppingConfig(_Section):
     """Stop when the validation metric stops improving (see `train/early_stopping.py`)."""
 
     enabled: bool = True
-    monitor: Literal["val/mel", "val/total"] = "val/mel"
+    # val/spk_sim (needs train.spk_sim_model) is maximised; the others are minimised
+    monitor: Literal["val/mel", "val/total", "val/spk_sim"] = "val/mel"
     patience: int = Field(5, ge=1)  # validations in a row without improvement
     min_delta: float = Field(1e-4, ge=0)  # an improvement must beat the best by more than this
     warmup_epochs: int = Field(0, ge=0)  # validations at epochs <= this never use up patience
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        """Direction of the monitor: val/spk_sim is maximised, the losses are minimised."""
+        return "max" if self.monitor == "val/spk_sim" else "min"
 
 
 class SchedulerConfig(_Section):
@@ -270,6 +310,17 @@ class TrainConfig(_Section):
     listen_clips: int = Field(3, ge=0)
     # report audio under listen/: Ogg Vorbis 32 kHz (~0.47 MB per minute of audio) or 16-bit WAV (3.84 MB/min)
     listen_format: Literal["ogg", "wav"] = "ogg"
+    # ERes2NetV2 speaker-verification weights (pretrained_eres2netv2w24s4ep4.ckpt, any SoVITS version) for
+    # the `val/spk_sim` validation metric; `random-tiny` = seeded random model (plumbing tests); null = off
+    spk_sim_model: str | None = None
+
+    @model_validator(mode="after")
+    def _check_spk_sim(self) -> TrainConfig:
+        if self.early_stopping.monitor == "val/spk_sim" and not self.spk_sim_model:
+            raise ValueError(
+                "early_stopping.monitor val/spk_sim needs train.spk_sim_model (the sv weights file)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_buckets(self) -> TrainConfig:

@@ -11,9 +11,11 @@ Dataset folder (written by `gsv-train prepare`)::
       wavs/<id>.wav           32 kHz mono int16 clips
       spec/<id>.npy           linear spectrogram (1025, T) float16, T = floor(samples / 640)
       ssl/<id>.npy            HuBERT content features (768, T) float16, aligned to the spectrogram
+      sv/<id>.npy             v2Pro/v2ProPlus speaker-verification feature (20480,) (official 7-sv_cn)
       .work/                  per-source progress records that make a second run resume
       .work/spill/<key>.f32   raw 32 kHz float32 audio of a long source while it is being cut (temporary)
       .work/features.json     the HuBERT model that made ssl/ (digest; random-tiny flag)
+      .work/sv.json           the ERes2NetV2 model that made sv/ (digest; random-tiny flag; size)
       .work/random-hubert/    the seeded random HuBERT of `random-tiny` runs (pipeline check only)
       .work/asr/<id>.json     ASR results (text, language) of clips that had no transcript
       .work/official_import.json  the official experiment folder a `--from-official` dataset came from
@@ -86,6 +88,19 @@ class DatasetLayout:
     @property
     def work_dir(self) -> Path:
         return self.root / ".work"
+
+    @property
+    def sv_dir(self) -> Path:
+        return self.root / "sv"
+
+    def sv(self, clip_id: str) -> Path:
+        """Speaker-verification feature of one clip (v2Pro/v2ProPlus)."""
+        return self.sv_dir / f"{clip_id}.npy"
+
+    @property
+    def sv_stamp(self) -> Path:
+        """Which sv model made `sv/*.npy` (features of another model are recomputed, not reused)."""
+        return self.work_dir / "sv.json"
 
     def wav(self, clip_id: str) -> Path:
         return self.wavs_dir / f"{clip_id}.wav"

@@ -17,9 +17,9 @@ Paths in the repo (official `config.py`, facts §4.4):
 | v2Pro | `v2Pro/s2Gv2Pro.pth`, `v2Pro/s2Dv2Pro.pth` |
 | v2ProPlus | `v2Pro/s2Gv2ProPlus.pth`, `v2Pro/s2Dv2ProPlus.pth` |
 
-plus `chinese-hubert-base/{config.json, preprocessor_config.json, pytorch_model.bin}` for every version.
-(v2Pro/v2ProPlus training also needs the speaker-verification model `sv/pretrained_eres2netv2w24s4ep4.ckpt`,
-which gsv-train does not use yet, so it is not fetched.)
+plus `chinese-hubert-base/{config.json, preprocessor_config.json, pytorch_model.bin}` for every version,
+and for v2Pro/v2ProPlus the speaker-verification model `sv/pretrained_eres2netv2w24s4ep4.ckpt` (official
+`GPT_SoVITS/pretrained_models/sv/`, hard-coded there; `prepare --sv`).
 
 The license of these weights was not checked (facts: "a separate matter"); they are fetched for the
 user from the official repo, not redistributed.
@@ -58,8 +58,11 @@ SOVITS_FILES: dict[str, tuple[str, str]] = {
     "v2ProPlus": ("v2Pro/s2Gv2ProPlus.pth", "v2Pro/s2Dv2ProPlus.pth"),
 }
 VERSIONS: tuple[str, ...] = tuple(SOVITS_FILES)
+#: the ERes2NetV2 speaker-verification weights of v2Pro/v2ProPlus (`7-sv_cn` features)
+SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
+SV_VERSIONS = frozenset({"v2Pro", "v2ProPlus"})
 
-Role = Literal["hubert", "s2G", "s2D"]
+Role = Literal["hubert", "s2G", "s2D", "sv"]
 
 
 @dataclass(frozen=True)
@@ -118,14 +121,19 @@ class PretrainedSet:
         return self._by_role("s2D")
 
     @property
+    def sv_file(self) -> Path | None:
+        """The speaker-verification weights (`prepare --sv`), v2Pro/v2ProPlus sets only."""
+        return self._by_role("sv")
+
+    @property
     def record_path(self) -> Path:
         return self.dest / RECORD_NAME
 
 
 def pretrained_files(
-    version: str = "v2", *, hubert: bool = True, sovits: bool = True
+    version: str = "v2", *, hubert: bool = True, sovits: bool = True, sv: bool = True
 ) -> list[PretrainedFile]:
-    """The repo files of `version` (HuBERT first, then G and D)."""
+    """The repo files of `version` (HuBERT first, then G and D, then the sv model of v2Pro/v2ProPlus)."""
     if version not in SOVITS_FILES:
         raise GsvError(f"unknown version {version!r}; one of {', '.join(VERSIONS)}")
     out: list[PretrainedFile] = []
@@ -134,6 +142,8 @@ def pretrained_files(
     if sovits:
         g, d = SOVITS_FILES[version]
         out += [PretrainedFile(g, "s2G"), PretrainedFile(d, "s2D")]
+    if sv and version in SV_VERSIONS:
+        out.append(PretrainedFile(SV_FILE, "sv"))
     return out
 
 
@@ -270,6 +280,7 @@ def download_pretrained(
     local_files_only: bool = False,
     hubert: bool = True,
     sovits: bool = True,
+    sv: bool = True,
 ) -> PretrainedSet:
     """Fetch the pretrained files of `version` into `dest` (see module doc).
 
@@ -279,7 +290,7 @@ def download_pretrained(
         revision: repo branch, tag or commit (default: main).
         cache_dir: Hugging Face cache folder (default: the HF default, `HF_HUB_CACHE`).
         local_files_only: never contact the hub (only the cache and `dest`).
-        hubert / sovits: which part to fetch.
+        hubert / sovits / sv: which part to fetch (sv: v2Pro/v2ProPlus only).
     Returns:
         the files, with their sha256; also recorded in `<dest>/gsv-pretrained.json`.
     Raises:
@@ -287,7 +298,7 @@ def download_pretrained(
     """
     dest = Path(dest).expanduser() if dest is not None else default_pretrained_dir()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
-    wanted = pretrained_files(version, hubert=hubert, sovits=sovits)
+    wanted = pretrained_files(version, hubert=hubert, sovits=sovits, sv=sv)
     record = _read_record(dest)
     result = PretrainedSet(dest=dest, version=version)
     for n, item in enumerate(wanted, start=1):

@@ -63,6 +63,7 @@ def test_v2_file_list_is_the_official_one():
     assert [f.repo_path for f in pretrained_files("v2ProPlus", hubert=False)] == [
         "v2Pro/s2Gv2ProPlus.pth",
         "v2Pro/s2Dv2ProPlus.pth",
+        "sv/pretrained_eres2netv2w24s4ep4.ckpt",
     ]
     with pytest.raises(GsvError, match="unknown version"):
         pretrained_files("v3")

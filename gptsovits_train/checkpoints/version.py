@@ -171,3 +171,37 @@ def infer_version_from_weights(weight: Mapping[str, Any]) -> str:
             return "v2ProPlus"
         return "v2Pro"
     return "v1" if int(emb.shape[0]) == V1_TEXT_EMBEDDING_ROWS else "v2"
+
+
+def require_same_version(state: Mapping[str, Any], expected: str, *, role: str, what: str) -> None:
+    """Refuse to initialise a `expected`-version model from weights of another version (clear error,
+    never a partial load): v2 weights lack the Pro speaker-verification layers and have another style
+    width (gin 512 vs 1024); a v2 discriminator has 6 sub-discriminators, a Pro one 8.
+
+    Args:
+        state: generator or discriminator tensors.
+        expected: the configured `model.version`.
+        role: "generator" or "discriminator".
+        what: the file, for the message.
+    Raises:
+        CheckpointError: the weights are of another version (only decided where the shapes tell).
+    """
+    pro = "Pro" in expected
+    if role == "generator":
+        if TEXT_EMBEDDING_KEY not in state:
+            return  # not a generator; the strict key report says so
+        found = infer_version_from_weights(state)
+        if ("Pro" in found) != pro:  # Pro vs ProPlus differ in decoder shapes: the strict load names them
+            raise CheckpointError(
+                f"{what}: holds {found} generator weights, but model.version is {expected}; "
+                f"initialise a {expected} model from {expected} weights (`gsv-train download-pretrained "
+                f"--version {expected}`), or set model.version: {found}"
+            )
+        return
+    subs = {k.split(".")[1] for k in state if k.startswith("discriminators.")}
+    if len(subs) in (6, 8) and (len(subs) == 8) != pro:
+        found = "v2Pro/v2ProPlus" if len(subs) == 8 else "v1/v2"
+        raise CheckpointError(
+            f"{what}: holds a {found} discriminator ({len(subs)} sub-discriminators), but model.version is "
+            f"{expected}; use the {expected} s2D file (`gsv-train download-pretrained --version {expected}`)"
+        )

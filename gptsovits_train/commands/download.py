@@ -1,4 +1,5 @@
-"""`gsv-train download-pretrained`: chinese-hubert-base and SoVITS s2G/s2D from lj1995/GPT-SoVITS."""
+"""`gsv-train download-pretrained`: chinese-hubert-base, SoVITS s2G/s2D (and the v2Pro sv model) from
+lj1995/GPT-SoVITS."""
 
 from __future__ import annotations
 
@@ -58,5 +59,7 @@ def download_pretrained_command(
     typer.echo(f"record   {result.record_path}")
     if result.hubert_dir is not None:
         typer.echo(f"use: gsv-train prepare ... --hubert {result.hubert_dir}")
+    if result.sv_file is not None:
+        typer.echo(f"     --sv {result.sv_file}")
     if result.s2g is not None and result.s2d is not None:
         typer.echo(f"     --set train.pretrained_s2G={result.s2g} --set train.pretrained_s2D={result.s2d}")

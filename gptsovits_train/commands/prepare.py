@@ -104,6 +104,15 @@ def prepare_command(
             show_default="prepare.features.hubert, else the download-pretrained files when present",
         ),
     ] = None,
+    sv: Annotated[
+        str | None,
+        typer.Option(
+            "--sv",
+            help="v2Pro/v2ProPlus: the speaker-verification weights (pretrained_eres2netv2w24s4ep4.ckpt) for "
+            "sv features, or 'random-tiny' (pipeline check only). Default: prepare.features.sv, else the "
+            "downloaded file when model.version is v2Pro/v2ProPlus.",
+        ),
+    ] = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -190,6 +199,7 @@ def prepare_command(
         slice_only=slice_only,
         force=force,
         hubert=hubert,
+        sv=sv,
         device=device,
         asr=asr,
         from_official=from_official,

@@ -19,6 +19,7 @@ Fields (see README "Dataset folder"):
     word2ph    phones per character (zh), else null
     norm_text  normalised text the phones were made from
     text_version  symbol table version of phone_ids (v1 | v2)
+    sv         v2Pro/v2ProPlus speaker-verification feature file (sv/<id>.npy), relative, or null
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Clip:
     word2ph: list[int] | None = None
     norm_text: str | None = None
     text_version: str | None = None
+    sv: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -9,6 +9,10 @@ Reads (facts §1):
 - `4-cnhubert/<name>.pt`: a torch tensor (1, 768, T) (fp16 or fp32), loaded with
   `torch.load(weights_only=True)` (no arbitrary unpickling).
 - `5-wav32k/<name>`: int16 32 kHz mono WAV. `<name>` is the wav's basename with its extension.
+- `7-sv_cn/<name>.pt` (v2Pro/v2ProPlus experiments, when the folder exists): the speaker-verification
+  feature, a tensor (1, 20480) (float16 from the GPU, else float32), loaded the same safe way and stored
+  as `sv/<id>.npy` (`(20480,)`, its dtype kept). With the folder present, a clip without its file is
+  skipped and reported (the official loader drops it silently).
 
 Like the official `TextAudioSpeakerLoader`, only names present in all three are used; every other name is
 reported with what is missing. Per clip:
@@ -39,6 +43,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,15 +57,20 @@ from gptsovits_train.data.split import SplitItem, assign_split
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.extract import FeatureStamp
 from gptsovits_train.features.hubert import FeatureAlignmentError, align_to_spec
+from gptsovits_train.features.sv_extract import SvStamp
 from gptsovits_train.fileio import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from gptsovits_train.layout import DatasetLayout
 from gptsovits_train.text import symbols as sym
+
+if TYPE_CHECKING:
+    import torch
 
 LOG = logging.getLogger(__name__)
 
 STAGE = "official-import"
 NAME2TEXT = "2-name2text.txt"
 HUBERT_DIR = "4-cnhubert"
+SV_DIR = "7-sv_cn"
 WAV_DIR = "5-wav32k"
 #: The official loader keeps clips with 0.6 < duration < 54 s.
 MAX_SECONDS = 54.0
@@ -157,8 +167,8 @@ def read_official_list(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _load_ssl(path: Path, hidden_size: int) -> np.ndarray:
-    """(C, T) float32 features of one `.pt` file; ValueError with the reason when unusable."""
+def _load_tensor(path: Path, folder: str) -> torch.Tensor:
+    """The tensor in one official `.pt` feature file (safe loader); ValueError with the reason."""
     import pickle
 
     import torch
@@ -167,9 +177,31 @@ def _load_ssl(path: Path, hidden_size: int) -> np.ndarray:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot load {HUBERT_DIR}/{path.name} ({first})") from None
+        raise ValueError(f"cannot load {folder}/{path.name} ({first})") from None
     if not isinstance(obj, torch.Tensor):
-        raise ValueError(f"{HUBERT_DIR}/{path.name} holds a {type(obj).__name__}, not a tensor")
+        raise ValueError(f"{folder}/{path.name} holds a {type(obj).__name__}, not a tensor")
+    return obj
+
+
+def _load_sv(path: Path) -> np.ndarray:
+    """(D,) sv feature of one `7-sv_cn/<name>.pt` (dtype kept); ValueError with the reason when unusable."""
+    import torch
+
+    obj = _load_tensor(path, SV_DIR)
+    t = obj[0] if obj.dim() == 2 and obj.shape[0] == 1 else obj
+    if t.dim() != 1 or t.dtype not in (torch.float16, torch.float32):
+        raise ValueError(
+            f"{SV_DIR}/{path.name} has shape {tuple(obj.shape)} {obj.dtype}, expected (1, D) float"
+        )
+    arr = t.numpy()
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{SV_DIR}/{path.name} contains NaN/Inf")
+    return arr
+
+
+def _load_ssl(path: Path, hidden_size: int) -> np.ndarray:
+    """(C, T) float32 features of one `.pt` file; ValueError with the reason when unusable."""
+    obj = _load_tensor(path, HUBERT_DIR)
     t = obj
     if t.dim() == 3 and t.shape[0] == 1:
         t = t[0]
@@ -280,6 +312,9 @@ def import_official(
     names4 = {p.name[:-3] for p in (exp / HUBERT_DIR).iterdir() if p.is_file() and p.name.endswith(".pt")}
     names5 = {p.name for p in (exp / WAV_DIR).iterdir() if p.is_file()}
     listed = read_official_list(Path(list_file)) if list_file is not None else {}
+    has_sv = (exp / SV_DIR).is_dir()
+    names7 = {p.name[:-3] for p in (exp / SV_DIR).iterdir() if p.name.endswith(".pt")} if has_sv else set()
+    sv_sizes: set[int] = set()
     for name in sorted((names4 | names5) - set(entries)):
         skipped.append(Skipped(name, f"not in {NAME2TEXT}", STAGE))
 
@@ -287,9 +322,10 @@ def import_official(
     used_ids: set[str] = set()
     for name in sorted(entries):
         entry = entries[name]
-        if name not in names4 or name not in names5:
+        if name not in names4 or name not in names5 or (has_sv and name not in names7):
             absent = [f"{HUBERT_DIR}/{name}.pt"] if name not in names4 else []
             absent += [f"{WAV_DIR}/{name}"] if name not in names5 else []
+            absent += [f"{SV_DIR}/{name}.pt"] if has_sv and name not in names7 else []
             skipped.append(Skipped(name, f"no {' or '.join(absent)}", STAGE))
             continue
         unknown = sorted({p for p in entry.phones if p not in table})
@@ -317,6 +353,7 @@ def import_official(
             try:
                 ssl = _load_ssl(exp / HUBERT_DIR / f"{name}.pt", pcfg.features.hidden_size)
                 aligned = align_to_spec(ssl, n // acfg.hop_length)
+                sv = _load_sv(exp / SV_DIR / f"{name}.pt") if has_sv else None
             except (ValueError, FeatureAlignmentError) as exc:
                 reason = str(exc)
         if reason is not None:
@@ -327,6 +364,9 @@ def import_official(
             warnings.append(WarningItem(name, note, STAGE))
         atomic_save_npy(layout.spec(clip_id), compute_spec(pcm, acfg, pcfg.spec_dtype))
         atomic_save_npy(layout.ssl(clip_id), np.ascontiguousarray(aligned, dtype=np.float16))
+        if sv is not None:
+            atomic_save_npy(layout.sv(clip_id), np.ascontiguousarray(sv))
+            sv_sizes.add(int(sv.shape[0]))
         speaker, language = listed.get(name, (exp.name, guess_language(entry.phones, entry.word2ph)))
         used_ids.add(clip_id)
         clips.append(
@@ -349,6 +389,7 @@ def import_official(
                 word2ph=entry.word2ph,
                 norm_text=entry.norm_text,
                 text_version=version,
+                sv=layout.relative(layout.sv(clip_id)) if sv is not None else None,
                 extra={"official_name": name},
             )
         )
@@ -385,6 +426,22 @@ def import_official(
         hidden_size=pcfg.features.hidden_size,
     )
     atomic_write_json(layout.features_stamp, stamp.to_dict())
+    if has_sv:
+        if len(sv_sizes) > 1:
+            raise GsvError(
+                f"{exp / SV_DIR}: features of different sizes {sorted(sv_sizes)}; not one model's output"
+            )
+        sv_stamp = SvStamp(
+            model=f"official:{(exp / SV_DIR).absolute()}",
+            digest="official-7-sv_cn",
+            random=False,
+            feature_size=sv_sizes.pop() if sv_sizes else 0,
+        )
+        atomic_write_json(layout.sv_stamp, sv_stamp.to_dict())
+    else:  # no 7-sv_cn: drop the sv files and stamp of an earlier import
+        for f in layout.sv_dir.glob("*.npy") if layout.sv_dir.is_dir() else []:
+            f.unlink()
+        layout.sv_stamp.unlink(missing_ok=True)
     report.wall_seconds = time.perf_counter() - t0
     write_dataset_outputs(
         layout,
@@ -399,7 +456,12 @@ def import_official(
 
 def _remove_orphans(layout: DatasetLayout, keep_ids: set[str]) -> None:
     """Delete clip files of earlier imports whose clip is not part of this one."""
-    folders = ((layout.wavs_dir, "*.wav"), (layout.spec_dir, "*.npy"), (layout.ssl_dir, "*.npy"))
+    folders = (
+        (layout.wavs_dir, "*.wav"),
+        (layout.spec_dir, "*.npy"),
+        (layout.ssl_dir, "*.npy"),
+        (layout.sv_dir, "*.npy"),
+    )
     for folder, pattern in folders:
         if folder.is_dir():
             for f in folder.glob(pattern):

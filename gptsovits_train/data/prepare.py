@@ -781,7 +781,9 @@ def default_post_audio_stages(cfg: Config) -> list[Stage]:
     2. features: HuBERT content features in `ssl/<id>.npy` (`features.extract_features`), only when
        `cfg.prepare.features.hubert` names a model folder (or `random-tiny`); without one the dataset has
        no features and `fit` refuses it with a message saying what to run.
-    An ASR stage, when asked for, runs before these (see `commands/prepare.py`).
+    3. sv (v2Pro/v2ProPlus): speaker-verification features in `sv/<id>.npy`
+       (`features.sv_extract.extract_sv_features`), only when `cfg.prepare.features.sv` names a model.
+    An ASR stage, when asked for, runs before these (see `data/prepare_request.py`).
     """
     from gptsovits_train.data.phonemize import phonemize_clips
 
@@ -790,6 +792,17 @@ def default_post_audio_stages(cfg: Config) -> list[Stage]:
         from gptsovits_train.features import extract_features
 
         stages.append(extract_features)
+    if cfg.prepare.features.sv:
+        from gptsovits_train.features.sv_extract import extract_sv_features
+
+        stages.append(extract_sv_features)
+    elif cfg.model.version in ("v2Pro", "v2ProPlus"):
+        LOG.warning(
+            "model.version is %s but prepare.features.sv names no speaker-verification model: the dataset "
+            "gets no sv features and a %s fit will refuse it (pass --sv FILE or 'random-tiny')",
+            cfg.model.version,
+            cfg.model.version,
+        )
     return stages
 
 

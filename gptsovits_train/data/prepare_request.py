@@ -40,6 +40,7 @@ class PrepareRequest:
     slice_only: bool = False
     force: bool = False
     hubert: str | None = None
+    sv: str | None = None  # v2Pro/v2ProPlus speaker-verification weights, or 'random-tiny'
     device: str | None = None
     asr: Path | None = None  # a local Whisper folder: transcribe the clips that have no transcript
     from_official: Path | None = None  # an official experiment folder to import instead
@@ -65,6 +66,7 @@ def run_prepare(request: PrepareRequest, cfg: Config) -> PrepareReport:
         )
     if not request.slice_only:
         use_downloaded_hubert(cfg)
+        use_downloaded_sv(cfg)
     stages: list[Stage] | None = None
     if request.asr is not None:
         from gptsovits_train.data.asr import AsrStage
@@ -88,9 +90,11 @@ def run_prepare(request: PrepareRequest, cfg: Config) -> PrepareReport:
 
 
 def apply_request(request: PrepareRequest, cfg: Config) -> None:
-    """Put the options that override config keys into `cfg` (split seed/ratio, HuBERT model, device)."""
+    """Put the options that override config keys into `cfg` (split, HuBERT and sv models, device)."""
     cfg.prepare.split = _updated(cfg.prepare.split, seed=request.seed, val_ratio=request.val_ratio)
-    cfg.prepare.features = _updated(cfg.prepare.features, hubert=request.hubert, device=request.device)
+    cfg.prepare.features = _updated(
+        cfg.prepare.features, hubert=request.hubert, sv=request.sv, device=request.device
+    )
 
 
 def _updated(section: SectionT, **values: object) -> SectionT:
@@ -109,3 +113,15 @@ def use_downloaded_hubert(cfg: Config) -> None:
     if found is not None and found.hubert_dir is not None:
         LOG.info("using the downloaded HuBERT in %s", found.hubert_dir)
         cfg.prepare.features = cfg.prepare.features.model_copy(update={"hubert": str(found.hubert_dir)})
+
+
+def use_downloaded_sv(cfg: Config) -> None:
+    """v2Pro/v2ProPlus: use the downloaded sv weights when neither --sv nor the config names a model."""
+    if cfg.prepare.features.sv or cfg.model.version not in ("v2Pro", "v2ProPlus"):
+        return
+    from gptsovits_train.pretrained import find_pretrained
+
+    found = find_pretrained(version=cfg.model.version)
+    if found is not None and found.sv_file is not None:
+        LOG.info("using the downloaded speaker-verification model %s", found.sv_file)
+        cfg.prepare.features = cfg.prepare.features.model_copy(update={"sv": str(found.sv_file)})

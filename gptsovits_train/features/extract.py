@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -56,6 +57,7 @@ from gptsovits_train.fileio import atomic_save_npy, atomic_write_json
 from gptsovits_train.layout import DatasetLayout
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STAGE = "features"
 STAMP_FORMAT = 1
@@ -93,15 +95,39 @@ class FeatureStamp:
         )
 
 
-def read_stamp(layout: DatasetLayout) -> FeatureStamp | None:
-    """The recorded feature model of a dataset, or None when there is none (or it is unreadable)."""
+def read_stamp_fields(path: Path, build: Callable[[dict[str, Any]], T]) -> T | None:
+    """`build(json object)` of a stamp file, or None when it is absent or unreadable (logged)."""
     import json
 
-    path = layout.features_stamp
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return build(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        LOG.warning("ignoring unreadable %s (%s)", path, exc)
+        return None
+
+
+def restamp(folder: Path, stamp_path: Path, stamp: dict[str, Any], old_model: str | None, what: str) -> None:
+    """A new model makes a dataset's `folder/*.npy`: delete the files of the old one, record the new one."""
+    stale = sorted(folder.glob("*.npy")) if folder.is_dir() else []
+    if stale:
+        LOG.warning(
+            "%d %s files in %s were made by another model (%s); recomputing them",
+            len(stale),
+            what,
+            folder,
+            old_model or "unknown",
+        )
+        for f in stale:
+            f.unlink()
+    atomic_write_json(stamp_path, stamp)
+
+
+def read_stamp(layout: DatasetLayout) -> FeatureStamp | None:
+    """The recorded feature model of a dataset, or None when there is none (or it is unreadable)."""
+
+    def build(data: dict[str, Any]) -> FeatureStamp:
         return FeatureStamp(
             model=str(data["model"]),
             digest=str(data["digest"]),
@@ -110,9 +136,8 @@ def read_stamp(layout: DatasetLayout) -> FeatureStamp | None:
             input_scale=float(data["input_scale"]),
             format=int(data["format"]),
         )
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        LOG.warning("ignoring unreadable %s (%s)", path, exc)
-        return None
+
+    return read_stamp_fields(layout.features_stamp, build)
 
 
 def ssl_problem(path: Path, n_frames: int, hidden_size: int, *, full: bool) -> str | None:
@@ -193,17 +218,7 @@ def extract_features(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> S
     )
     old = read_stamp(layout)
     if old is None or not old.same_features(stamp):
-        stale = sorted(layout.ssl_dir.glob("*.npy")) if layout.ssl_dir.is_dir() else []
-        if stale:
-            LOG.warning(
-                "%d feature files in %s were made by another model (%s); recomputing them",
-                len(stale),
-                layout.ssl_dir,
-                old.model if old else "unknown",
-            )
-            for f in stale:
-                f.unlink()
-        atomic_write_json(layout.features_stamp, stamp.to_dict())
+        restamp(layout.ssl_dir, layout.features_stamp, stamp.to_dict(), old.model if old else None, "feature")
 
     warnings: list[WarningItem] = []
     if is_random:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gptsovits_train.config import AudioConfig, ConfigError, ModelConfig, SoVITSVersion
+from gptsovits_train.config import MODEL_VERSION_PRESETS, AudioConfig, ConfigError, ModelConfig, SoVITSVersion
 from gptsovits_train.models.discriminator import PERIODS_PRO, PERIODS_V2, MultiPeriodDiscriminator
 from gptsovits_train.models.generator import PRO_VERSIONS, GeneratorConfig, GeneratorOutput, SoVITSGenerator
 
@@ -42,32 +42,19 @@ __all__ = [
     "official_model_config",
 ]
 
-_VERSION_PRESETS: dict[str, dict[str, Any]] = {
-    "v1": {"version": "v1"},
-    "v2": {"version": "v2"},
-    "v2Pro": {"version": "v2Pro", "p_dropout": 0.0, "gin_channels": 1024},
-    "v2ProPlus": {
-        "version": "v2ProPlus",
-        "p_dropout": 0.0,
-        "gin_channels": 1024,
-        "upsample_initial_channel": 768,
-        "upsample_kernel_sizes": [20, 16, 8, 2, 2],
-    },
-}
-"""Official `model` sections: s2.json (v1, v2), s2v2Pro.json, s2v2ProPlus.json (facts §4.2)."""
-
 
 def _check_version(version: str) -> None:
-    if version not in _VERSION_PRESETS:
+    if version not in MODEL_VERSION_PRESETS:
         raise ConfigError(
-            f"model.version: unknown SoVITS version {version!r} (known: {sorted(_VERSION_PRESETS)})"
+            f"model.version: unknown SoVITS version {version!r} (known: {sorted(MODEL_VERSION_PRESETS)})"
         )
 
 
 def official_model_config(version: SoVITSVersion | str = "v2") -> ModelConfig:
-    """The official model hyper-parameters of a SoVITS version as a `ModelConfig`."""
+    """The official model hyper-parameters of a SoVITS version as a `ModelConfig` (the config's own
+    version preset, `config.MODEL_VERSION_PRESETS`: one source of truth)."""
     _check_version(version)
-    return ModelConfig(**_VERSION_PRESETS[version])
+    return ModelConfig.model_validate({"version": version})
 
 
 def _split_overrides(version: str, overrides: dict[str, Any]) -> tuple[ModelConfig, AudioConfig]:
@@ -80,11 +67,11 @@ def _split_overrides(version: str, overrides: dict[str, Any]) -> tuple[ModelConf
     if "version" in overrides:
         raise TypeError("pass the version as the first argument, not as an override")
     _check_version(version)
-    model_data = dict(_VERSION_PRESETS[version])
+    model_data: dict[str, Any] = {"version": version}
     model_data.update({k: v for k, v in overrides.items() if k in model_fields})
     audio_data = {k: v for k, v in overrides.items() if k in audio_fields}
     try:
-        return ModelConfig(**model_data), AudioConfig(**audio_data)
+        return ModelConfig.model_validate(model_data), AudioConfig(**audio_data)
     except ValueError as exc:  # pydantic ValidationError
         raise ConfigError(f"invalid model/audio override: {exc}") from exc
 
@@ -143,6 +130,7 @@ def generator_config(model_cfg: ModelConfig, audio_cfg: AudioConfig) -> Generato
         ssl_dim=m.ssl_dim,
         codebook_size=m.codebook_size,
         hop_length=a.hop_length,
+        sv_dim=m.sv_dim,
     )
 
 

@@ -71,6 +71,7 @@ class GeneratorConfig:
     ssl_dim: int
     codebook_size: int
     hop_length: int
+    sv_dim: int = SV_EMB_DIM
 
     @property
     def is_pro(self) -> bool:
@@ -178,7 +179,7 @@ class SoVITSGenerator(nn.Module):
         self.ge_to512: nn.Linear | None = None
         self.prelu: nn.PReLU | None = None
         if cfg.is_pro:
-            self.sv_emb = nn.Linear(SV_EMB_DIM, cfg.gin_channels)
+            self.sv_emb = nn.Linear(cfg.sv_dim, cfg.gin_channels)
             self.ge_to512 = nn.Linear(cfg.gin_channels, PRO_TEXT_GE_CHANNELS)
             self.prelu = nn.PReLU(num_parameters=cfg.gin_channels)
         self.ssl_proj.requires_grad_(False)
@@ -200,9 +201,11 @@ class SoVITSGenerator(nn.Module):
         if self.sv_emb is None or self.prelu is None or self.ge_to512 is None:
             return ge, ge
         if sv_emb is None:
-            raise ValueError(f"SoVITS {self.cfg.version} needs sv_emb (B, {SV_EMB_DIM}) speaker embeddings")
-        if sv_emb.dim() != 2 or sv_emb.shape[1] != SV_EMB_DIM:
-            raise ValueError(f"sv_emb must have shape (B, {SV_EMB_DIM}), got {tuple(sv_emb.shape)}")
+            raise ValueError(
+                f"SoVITS {self.cfg.version} needs sv_emb (B, {self.cfg.sv_dim}) speaker-verification features"
+            )
+        if sv_emb.dim() != 2 or sv_emb.shape[1] != self.cfg.sv_dim:
+            raise ValueError(f"sv_emb must have shape (B, {self.cfg.sv_dim}), got {tuple(sv_emb.shape)}")
         ge = self.prelu(ge + self.sv_emb(sv_emb).unsqueeze(-1))
         return ge, self.ge_to512(ge.transpose(1, 2)).transpose(1, 2)
 

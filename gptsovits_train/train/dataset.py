@@ -20,6 +20,10 @@ meaningful amount of training (official: `max(2, int(100 / n))` repetitions). Va
 
 The collate pads like the official one: ssl and spec to `2 * (max_frames // 2 + 1)` frames, wav to the
 longest wav, phoneme ids with 0, and orders the batch by spectrogram length, longest first.
+
+v2Pro/v2ProPlus (`with_sv=True`): each item also reads its speaker-verification feature `sv/<id>.npy`
+(float32, upcast from float16 files), and the batch carries them as `Batch.sv_emb (B, sv_dim)` in the same
+sorted order (official 9-tuple's last item), so the step hands `batch.sv_emb` to the generator.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class Sample:
     spec: torch.Tensor  # (n_freq, T) float32, linear magnitude
     wav: torch.Tensor  # (1, L) float32 in [-1, 1], L >= T * hop
     phone_ids: torch.Tensor  # (Tt,) int64
+    sv: torch.Tensor | None = None  # (sv_dim,) float32 speaker-verification feature (v2Pro/v2ProPlus)
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Batch:
     text: torch.Tensor  # (B, Ttmax) int64, 0-padded
     text_lengths: torch.Tensor  # (B,) int64
     clip_ids: list[str] = field(default_factory=list)
+    sv_emb: torch.Tensor | None = None  # (B, sv_dim) float32 (v2Pro/v2ProPlus), in the batch's order
 
     @property
     def size(self) -> int:
@@ -88,6 +94,7 @@ class Batch:
             text=fn(self.text),
             text_lengths=fn(self.text_lengths),
             clip_ids=list(self.clip_ids),
+            sv_emb=None if self.sv_emb is None else fn(self.sv_emb),
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
@@ -125,6 +132,13 @@ def _problems_message(problems: dict[str, list[str]], n_total: int, root: Path) 
     fixes = []
     if any("HuBERT" in w for w in problems):
         fixes.append("set prepare.features.hubert and run `gsv-train prepare` again to compute the features")
+    if any("speaker-verification" in w for w in problems):
+        fixes.append(
+            "v2Pro/v2ProPlus need speaker-verification features: run `gsv-train prepare` again with "
+            "--sv FILE (pretrained_eres2netv2w24s4ep4.ckpt, `gsv-train download-pretrained --version "
+            "v2Pro`; it computes only what is missing); features made with `--sv random-tiny` are "
+            "1280-d: set model.sv_dim: 1280 to train on them"
+        )
     if any("phoneme" in w for w in problems):
         fixes.append(
             "give transcripts to `gsv-train prepare` (a .list file or metadata.csv) and run it again"
@@ -138,12 +152,13 @@ def _problems_message(problems: dict[str, list[str]], n_total: int, root: Path) 
 
 
 def check_clip_files(
-    layout: DatasetLayout, clips: Sequence[Clip], audio: AudioConfig, ssl_dim: int
+    layout: DatasetLayout, clips: Sequence[Clip], audio: AudioConfig, ssl_dim: int, sv_dim: int | None = None
 ) -> dict[str, list[str]]:
     """Every reason a clip cannot be trained on: {problem: ["<id> (detail)", ...]} (empty when all is well).
 
     The dataset check `fit` runs: phonemes, wav, spectrogram and lengths here; the HuBERT features through
     `features.feature_problems`, the check `prepare` documents. Reads only the `.npy` headers (fast).
+    `sv_dim`: v2Pro/v2ProPlus also need a speaker-verification feature `(sv_dim,)` per clip.
     """
     problems: dict[str, list[str]] = {}
 
@@ -171,6 +186,8 @@ def check_clip_files(
                 "clips with a spectrogram/manifest frame mismatch",
                 f"{clip.id} (spec {spec_shape}, expected ({audio.n_freq}, {clip.n_frames}))",
             )
+        if sv_dim is not None:
+            _check_sv(layout, clip, sv_dim, add)
         if clip.n_samples < clip.n_frames * audio.hop_length:
             add(
                 "clips with a wav/spectrogram length mismatch",
@@ -200,11 +217,28 @@ def _no_val_reason(clips: Sequence[Clip], lo: int, hi: int) -> str:
     )
 
 
+def _check_sv(layout: DatasetLayout, clip: Clip, sv_dim: int, add: Callable[[str, str], None]) -> None:
+    if clip.sv is None:
+        add("clips without speaker-verification features", clip.id)
+        return
+    try:
+        shape = _npy_shape(layout.root / clip.sv)
+    except (ValueError, OSError) as exc:
+        add("clips with missing or unreadable speaker-verification features", f"{clip.id} ({exc})")
+        return
+    if shape != (sv_dim,):
+        add(
+            "clips with speaker-verification features of the wrong size",
+            f"{clip.id} (sv {shape}, expected ({sv_dim},))",
+        )
+
+
 def load_splits(
     dataset_dir: Path | str,
     audio: AudioConfig,
     *,
     ssl_dim: int = 768,
+    sv_dim: int | None = None,
     boundaries: Sequence[int],
     max_val_clips: int | None = None,
 ) -> DatasetSplits:
@@ -222,7 +256,7 @@ def load_splits(
     clips = read_manifest(layout.manifest)
     if not clips:
         raise GsvError(f"dataset {layout.root}: the manifest lists no clips")
-    problems = check_clip_files(layout, clips, audio, ssl_dim)
+    problems = check_clip_files(layout, clips, audio, ssl_dim, sv_dim)
     if problems:
         raise GsvError(_problems_message(problems, len(clips), layout.root))
     warn_if_random_features(layout)
@@ -263,10 +297,13 @@ def load_splits(
 class SoVITSDataset(Dataset[Sample]):
     """Clips of a prepared dataset as `Sample`s (reads the cached files; no STFT)."""
 
-    def __init__(self, layout: DatasetLayout, clips: Sequence[Clip], audio: AudioConfig) -> None:
+    def __init__(
+        self, layout: DatasetLayout, clips: Sequence[Clip], audio: AudioConfig, *, with_sv: bool = False
+    ) -> None:
         self.layout = layout
         self.clips = list(clips)
         self.audio = audio
+        self.with_sv = with_sv  # v2Pro/v2ProPlus: also read sv/<id>.npy (checked by load_splits)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -287,12 +324,18 @@ class SoVITSDataset(Dataset[Sample]):
         wav, sr = sf.read(root / clip.path, dtype="float32", always_2d=True)
         if sr != self.audio.sampling_rate:
             raise GsvError(f"{root / clip.path}: sample rate {sr} Hz, expected {self.audio.sampling_rate} Hz")
+        sv = None
+        if self.with_sv:
+            assert clip.sv is not None  # checked by load_splits
+            # float16 files (official GPU output) are upcast to float32, as the official collate does
+            sv = torch.from_numpy(np.load(root / clip.sv, allow_pickle=False).astype(np.float32))
         return Sample(
             clip_id=clip.id,
             ssl=torch.from_numpy(ssl.astype(np.float32)),
             spec=torch.from_numpy(spec.astype(np.float32)),
             wav=torch.from_numpy(np.ascontiguousarray(wav[:, 0])).unsqueeze(0),
             phone_ids=torch.tensor(clip.phone_ids, dtype=torch.long),
+            sv=sv,
         )
 
 
@@ -322,7 +365,22 @@ def collate(samples: Sequence[Sample]) -> Batch:
         text[i, : s.phone_ids.shape[0]] = s.phone_ids
         ssl_len[i], spec_len[i], wav_len[i] = s.ssl.shape[1], s.spec.shape[1], s.wav.shape[1]
         text_len[i] = s.phone_ids.shape[0]
-    return Batch(ssl, ssl_len, spec, spec_len, wav, wav_len, text, text_len, [s.clip_id for s in samples])
+    with_sv = [s.sv is not None for s in samples]
+    if any(with_sv) and not all(with_sv):
+        raise ValueError("cannot collate samples with and without speaker-verification features")
+    sv_emb = torch.stack([s.sv for s in samples if s.sv is not None]) if all(with_sv) else None
+    return Batch(
+        ssl,
+        ssl_len,
+        spec,
+        spec_len,
+        wav,
+        wav_len,
+        text,
+        text_len,
+        [s.clip_id for s in samples],
+        sv_emb=sv_emb,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- sampler

@@ -197,6 +197,18 @@ def curves_figure(events: list[dict[str, Any]], *, best_epoch: int | None, title
     ax.set_xlabel("epoch")
     ax.set_ylabel("mel L1")
     ax.grid(alpha=0.3)
+    if vals and "val/spk_sim" in vals[0]:  # speaker similarity (higher is better) on its own axis
+        ax3 = ax.twinx()
+        ax3.spines["right"].set_position(("axes", 1.1))
+        ax3.plot(
+            [e["epoch"] for e in vals],
+            [_float(e.get("val/spk_sim", math.nan)) for e in vals],
+            "d-.",
+            color="tab:purple",
+            label="val speaker similarity",
+        )
+        ax3.set_ylabel("speaker similarity (cosine)", color="tab:purple")
+        ax3.legend(loc="lower left", fontsize=8)
     if epochs and "lr/g" in epochs[0]:
         ax2 = ax.twinx()
         ax2.plot(

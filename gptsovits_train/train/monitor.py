@@ -112,7 +112,7 @@ class ValidationMonitor:
     def from_config(cls, cfg: EarlyStoppingConfig) -> ValidationMonitor:
         return cls(
             cfg.monitor,
-            mode="min",
+            mode=cfg.mode,
             patience=cfg.patience,
             min_delta=cfg.min_delta,
             warmup_epochs=cfg.warmup_epochs,

@@ -9,7 +9,10 @@ What the engine (`loop.run_stage`) gets from this stage (see `stage.Stage`):
   at `lr * text_low_lr_rate`); one grad scaler; a schedule per optimizer;
 - initial weights: the official pretrained s2G/s2D (strict key report), or random init with a seeded
   random codebook;
-- one step: `step.train_step`; one validation: `validation.validate` (or a test's `validate_fn`);
+- one step: `step.train_step`; one validation: `validation.validate` (or a test's `validate_fn`), with
+  `val/spk_sim` when `train.spk_sim_model` names an sv model;
+- v2Pro/v2ProPlus: the dataset's speaker-verification features travel in `Batch.sv_emb` to the generator
+  (training and validation); a Pro model never starts from v2 weights (`require_same_version`);
 - checkpoint content: fp32 generator/discriminator state dicts, both optimizers, the scaler, both schedules;
 - export: `checkpoints.export.export_best` (the official GPT-SoVITS file).
 """
@@ -26,6 +29,7 @@ from torch import nn
 from gptsovits_train.config import Config
 from gptsovits_train.errors import CheckpointError, GsvError
 from gptsovits_train.models import build_discriminator_from_config, build_generator_from_config
+from gptsovits_train.models.generator import PRO_VERSIONS
 from gptsovits_train.report.listen_files import ListenClip
 from gptsovits_train.train.dataset import (
     LengthBucketBatchSampler,
@@ -39,6 +43,7 @@ from gptsovits_train.train.distributed import DistContext
 from gptsovits_train.train.precision import Precision, make_scaler
 from gptsovits_train.train.schedulers import LrScheduler, build_scheduler
 from gptsovits_train.train.signals import ignore_stop_signals
+from gptsovits_train.train.spk_sim import SpeakerSimilarity
 from gptsovits_train.train.stage import LrSchedule, StageData, StepOutput, ValResult
 from gptsovits_train.train.step import train_step
 from gptsovits_train.train.validation import validate, validation_loader
@@ -84,6 +89,7 @@ def init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, s
     Without a pretrained generator the quantizer gets a seeded random codebook.
     """
     from gptsovits_train.checkpoints import EXPORT_DROPPED_PATTERNS, load_state_dict_strict, read_weights
+    from gptsovits_train.checkpoints.version import require_same_version
 
     t = cfg.train
     reports: dict[str, str] = {}
@@ -106,6 +112,7 @@ def init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, s
             state = wf.run.discriminator
         elif wf.role != role:
             raise GsvError(f"{path}: holds {wf.role} weights, but train.{key} needs {role} weights")
+        require_same_version(state, cfg.model.version, role=role, what=str(path))
         allow = EXPORT_DROPPED_PATTERNS if (role == "generator" and wf.kind == "official-export") else ()
         if allow:
             LOG.warning(
@@ -148,10 +155,12 @@ class SovitsStage:
         cfg, t = self.cfg, self.cfg.train
         self.ctx, self.precision, self.device = ctx, precision, ctx.device
         assert t.dataset is not None  # checked by the engine
+        pro = cfg.model.version in PRO_VERSIONS  # v2Pro/v2ProPlus: batches carry sv_emb
         splits = load_splits(
             t.dataset,
             cfg.audio,
             ssl_dim=cfg.model.ssl_dim,
+            sv_dim=cfg.model.sv_dim if pro else None,
             boundaries=t.bucket_boundaries,
             max_val_clips=t.val_max_clips,
         )
@@ -161,8 +170,13 @@ class SovitsStage:
                 f"train.bucket_boundaries starts at {t.bucket_boundaries[0]} frames, shorter than the "
                 f"{self.segment_frames}-frame training segment (model.segment_size / audio.hop_length)"
             )
-        train_ds = SoVITSDataset(splits.root, splits.train, cfg.audio)
-        val_ds = SoVITSDataset(splits.root, splits.val, cfg.audio)
+        train_ds = SoVITSDataset(splits.root, splits.train, cfg.audio, with_sv=pro)
+        val_ds = SoVITSDataset(splits.root, splits.val, cfg.audio, with_sv=pro)
+        self.spk_sim = (
+            SpeakerSimilarity(t.spk_sim_model, self.device, cfg.audio.sampling_rate)
+            if t.spk_sim_model
+            else None
+        )
         repeats = repeats_for(len(train_ds), t.min_items_per_epoch)
         sampler = LengthBucketBatchSampler(
             train_ds.lengths,
@@ -305,6 +319,7 @@ class SovitsStage:
             precision=self.precision,
             ctx=self.ctx,
             n_samples=max(t.val_audio_samples, t.listen_clips),  # the same on every rank (gathered)
+            spk_sim=self.spk_sim,
         )
 
     # -------------------------------------------------------------------------------------- checkpoint

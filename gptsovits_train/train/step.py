@@ -111,7 +111,7 @@ def train_step(
 
     # ---- generator forward and the targets of its random window
     with autocast(device, precision):
-        out: Any = G(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths)
+        out: Any = G(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths, batch.sv_emb)
     y = slice_segments(batch.wav, out.ids_slice * hop, seg_samples)  # (B, 1, segment) real audio
     with full_precision(device):
         y_mel = spec_to_mel(slice_segments(batch.spec, out.ids_slice, segment_frames).float(), audio)

@@ -11,6 +11,12 @@ For every validation clip (one at a time, so a clip's numbers never depend on it
 - `val/kl`: the training KL term on the clip.
 - `val/total`: `c_mel * val/recon + c_kl * val/kl`, the non-adversarial part of the generator's training
   loss (adversarial terms depend on the discriminator and say nothing about quality).
+- `val/spk_sim` (only with `train.spk_sim_model`): cosine similarity of the ERes2NetV2 speaker embeddings
+  of the inference-path audio and of the real clip over the same span (`train/spk_sim.py`); higher is better.
+
+v2Pro/v2ProPlus: both paths also get the clip's speaker-verification feature (`batch.sv_emb`); the inference
+path is the official `decode()` one (style `PReLU(ref_enc(refer) + sv_emb(sv))`, its 512-d projection for
+the text encoder), since the official `infer()` has no Pro branch.
 
 Each metric is a mean over clips. Determinism: the model is in eval mode, and every random draw of clip i
 (posterior noise, window start, prior noise) comes from a generator seeded with `seed + i` — i the clip's
@@ -34,6 +40,8 @@ from gptsovits_train.train.dataset import Sample, SoVITSDataset, collate
 from gptsovits_train.train.distributed import DistContext, all_reduce_sum, gather_objects
 from gptsovits_train.train.precision import Precision, autocast, full_precision
 from gptsovits_train.train.signals import ignore_stop_signals
+from gptsovits_train.train.spk_sim import METRIC as SPK_SIM
+from gptsovits_train.train.spk_sim import SpeakerSimilarity
 from gptsovits_train.train.stage import ValResult, ValSample
 
 LOG = logging.getLogger(__name__)
@@ -85,19 +93,22 @@ def validate(
     precision: Precision,
     ctx: DistContext,
     n_samples: int = 0,
+    spk_sim: SpeakerSimilarity | None = None,
 ) -> ValResult:
     """Validate `generator` (the bare module, not the DDP wrapper) on this rank's shard; reduce over ranks.
 
     Returns the mean metrics over all validation clips of all ranks (identical on every rank), plus up to
     audio/mel samples of the first `n_samples` clips of the whole validation list, in list order (gathered
     from every rank: the same clips whatever the number of processes; every rank must pass the same value).
+    With `spk_sim`, also `val/spk_sim`.
     """
     G: Any = generator
     was_training = G.training
     G.eval()
     hop = audio.hop_length
     seg_frames = int(G.segment_frames)
-    sums = torch.zeros(len(METRICS) + 1, dtype=torch.float64)
+    names = (*METRICS, SPK_SIM) if spk_sim is not None else METRICS
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     samples: list[ValSample] = []
     try:
         for index, sample in loader:
@@ -116,10 +127,17 @@ def validate(
                     batch.spec[:, :, :t],
                     noise_scale=train.val_noise_scale,
                     generator=rng,
+                    sv_emb=batch.sv_emb,
                 )
                 # Training path: posterior reconstruction of a (seeded) random window.
                 out = G(
-                    batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths, generator=rng
+                    batch.ssl,
+                    batch.spec,
+                    batch.spec_lengths,
+                    batch.text,
+                    batch.text_lengths,
+                    sv_emb=batch.sv_emb,
+                    generator=rng,
                 )
             with full_precision(device):
                 wave32 = wave.float().squeeze(1)  # (1, 2*(t//2)*hop)
@@ -131,7 +149,11 @@ def validate(
                 y_hat_mel = mel_spectrogram(out.y_hat.float().squeeze(1), audio)
                 recon, _ = mel_l1_loss(y_mel, y_hat_mel[:, :, :seg_frames])
                 kl, _ = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.z_mask)
-            sums += torch.tensor([val_mel.item(), recon.item(), kl.item(), 1.0], dtype=torch.float64)
+            values = [val_mel.item(), recon.item(), kl.item()]
+            if spk_sim is not None:
+                span = n * hop  # the generated audio's frames, and the same span of the real clip
+                values.append(spk_sim.similarity(wave32[0, :span], batch.wav[0, 0, :span], batch.clip_ids[0]))
+            sums += torch.tensor([*values, 1.0], dtype=torch.float64)
             if index < n_samples:
                 samples.append(
                     ValSample(
@@ -151,6 +173,6 @@ def validate(
     count = float(sums[-1])
     if count == 0:
         raise RuntimeError("validation ran on zero clips")
-    metrics = {name: float(sums[i]) / count for i, name in enumerate(METRICS)}
+    metrics = {name: float(sums[i]) / count for i, name in enumerate(names)}
     metrics["val/total"] = train.c_mel * metrics["val/recon"] + train.c_kl * metrics["val/kl"]
     return ValResult(metrics=metrics, n_clips=int(count), samples=samples, sample_rate=audio.sampling_rate)
