@@ -1,4 +1,4 @@
-"""Semantic codes (GPT stage): parity with the official `extract_latent` fixture, loading, the prepare stage."""
+"""Semantic codes (GPT stage): parity with the official `extract_latent` fixture, loading, the stage."""
 
 from __future__ import annotations
 
@@ -278,5 +278,5 @@ def test_no_model_anywhere_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("GSV_TRAIN_PRETRAINED", str(tmp_path / "empty"))
     layout, clips = _dataset(tmp_path / "ds", [40000])
     cfg = Config()
-    with pytest.raises(GsvError, match="prepare.semantic.model"):
+    with pytest.raises(GsvError, match=r"prepare\.semantic\.model"):
         extract_semantic(layout, clips, cfg)
