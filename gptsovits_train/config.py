@@ -167,6 +167,13 @@ class BertConfig(_Section):
     hidden_size: int = Field(1024, ge=1)
 
 
+PrepareStage = Literal["sovits", "gpt"]
+
+
+def _sovits_only() -> list[PrepareStage]:
+    return ["sovits"]
+
+
 class PrepareConfig(_Section):
     slicer: SlicerConfig = SlicerConfig()
     loudness: LoudnessConfig = LoudnessConfig()
@@ -180,7 +187,7 @@ class PrepareConfig(_Section):
     # Training stages the dataset is prepared for. "sovits": clips, spectrograms, phonemes, HuBERT features.
     # "gpt" adds semantic codes (prepare.semantic) and BERT features of zh clips (prepare.bert); it needs
     # the HuBERT features (prepare.features.hubert).
-    stages: list[Literal["sovits", "gpt"]] = Field(default_factory=lambda: ["sovits"], min_length=1)
+    stages: list[PrepareStage] = Field(default_factory=_sovits_only, min_length=1)
     semantic: SemanticConfig = SemanticConfig()
     bert: BertConfig = BertConfig()
 

@@ -1,4 +1,4 @@
-"""download-pretrained --gpt: the s1 file and chinese-roberta-wwm-ext-large through a local Hugging Face cache."""
+"""download-pretrained --gpt: the s1 file and chinese-roberta-wwm-ext-large through a local HF cache."""
 
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ STAMP_FORMAT = 1
 #: `hidden_states` entry the official code takes.
 HIDDEN_STATE_INDEX = -3
 RANDOM_MARKER = "gsv_random_bert.json"
+RANDOM_VOCAB_CHARS = 3000
 RANDOM_BERT_NOTICE = (
     "BERT features come from a RANDOM BERT (prepare.bert.model: random-tiny): this run checks the pipeline "
     "and does not make a usable voice; use chinese-roberta-wwm-ext-large (gsv-train download-pretrained) "
@@ -175,7 +176,7 @@ def load_bert(path: Path | str, hidden_size: int = 1024) -> LoadedBert:
     ]
     if unused:
         LOG.warning("%s: %d weights not used by BertModel: %s", path, len(unused), ", ".join(unused[:5]))
-    model.eval()
+    model.float().eval()  # whatever the stored dtype: fp32 on the CPU, the featurizer picks the precision
     model.requires_grad_(False)
     return LoadedBert(model, tokenizer, path, (path / RANDOM_MARKER).is_file(), hidden_size)
 
@@ -192,23 +193,23 @@ def bert_digest(path: Path | str) -> str:
 
 
 # --------------------------------------------------------------------------------------- random-tiny
-def random_bert_vocab() -> list[str]:
-    """Special tokens, ASCII, common Chinese punctuation and the ~4,000 simplified characters of the
-    shipped traditional→simplified table (enough that Mandarin text is not all [UNK])."""
-    from importlib import resources
+def random_bert_vocab(n_chars: int = RANDOM_VOCAB_CHARS) -> list[str]:
+    """Special tokens, ASCII, Chinese punctuation and the `n_chars` most frequent single characters of
+    jieba's dictionary (the Mandarin frontend's own dependency), so that Mandarin text is not all [UNK]."""
+    import jieba
 
-    chars: list[str] = []
-    table = (
-        resources.files("gptsovits_train.resources.zh").joinpath("t2s_chars.tsv").read_text(encoding="utf-8")
-    )
-    for line in table.splitlines():
-        if line and not line.startswith("#") and "\t" in line:
-            chars.append(line.split("\t")[1])
+    singles: list[tuple[int, str]] = []
+    with open(Path(jieba.__file__).parent / "dict.txt", encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 2 and len(parts[0]) == 1:
+                singles.append((-int(parts[1]), parts[0]))
+    chars = [ch for _, ch in sorted(singles)[:n_chars]]
     extra = [chr(c) for c in range(33, 127)] + list("，。！？、；：“”‘’（）《》…—·")
     seen: set[str] = set()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    for ch in extra + sorted(chars):
-        if len(ch) == 1 and ch not in seen:
+    for ch in extra + chars:
+        if ch not in seen:
             seen.add(ch)
             vocab.append(ch)
     return vocab
@@ -218,7 +219,7 @@ def ensure_random_bert(folder: Path | str, hidden_size: int = 1024, seed: int = 
     """Build the seeded random BERT (3 layers, narrow feed-forward, the requested width) once in `folder`
     with its tokenizer and a `gsv_random_bert.json` marker (temporary folder, then renamed)."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     folder = Path(folder)
     if (folder / RANDOM_MARKER).is_file():
@@ -231,10 +232,7 @@ def ensure_random_bert(folder: Path | str, hidden_size: int = 1024, seed: int = 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         vocab = random_bert_vocab()
-        (tmp / "vocab.txt").write_text("".join(v + "\n" for v in vocab), encoding="utf-8")
-        tokenizer = BertTokenizerFast(
-            vocab_file=str(tmp / "vocab.txt"), do_lower_case=True, tokenize_chinese_chars=True
-        )
+        tokenizer = BertTokenizer(vocab={tok: i for i, tok in enumerate(vocab)}, tokenize_chinese_chars=True)
         config = BertConfig(
             vocab_size=len(vocab),
             hidden_size=hidden_size,
@@ -246,7 +244,7 @@ def ensure_random_bert(folder: Path | str, hidden_size: int = 1024, seed: int = 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = BertModel(config, add_pooling_layer=False).eval()
-        model.save_pretrained(str(tmp))
+        model.half().save_pretrained(str(tmp))  # fp16 on disk (half the size); loaded back as fp32
         tokenizer.save_pretrained(str(tmp))
         marker = {"random": True, "seed": seed, "hidden_size": hidden_size, "notice": RANDOM_BERT_NOTICE}
         (tmp / RANDOM_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
@@ -359,8 +357,9 @@ def _resolve_model(layout: DatasetLayout, cfg: Config) -> Path:
         LOG.info("BERT features: using the downloaded %s", found)
         return found
     raise GsvError(
-        "the GPT stage needs BERT for its zh clips: set prepare.bert.model to the chinese-roberta-wwm-ext-large "
-        f"folder (`gsv-train download-pretrained` fetches it), or '{RANDOM_TINY}' for a pipeline check"
+        "the GPT stage needs BERT for its zh clips: set prepare.bert.model to the "
+        "chinese-roberta-wwm-ext-large folder (`gsv-train download-pretrained` fetches it), "
+        f"or '{RANDOM_TINY}' for a pipeline check"
     )
 
 
@@ -477,8 +476,14 @@ def _compute(layout: DatasetLayout, pending: list[Clip], cfg: Config, model_dir:
         bcfg.batch_size,
     )
     failed: dict[str, str] = {}
+    max_chars = int(featurizer.model.config.max_position_embeddings) - 2  # [CLS] and [SEP]
+    for clip in pending:
+        if len(clip.norm_text or "") > max_chars:
+            failed[clip.id] = (
+                f"{len(clip.norm_text or '')} characters, more than BERT's {max_chars} positions"
+            )
     t0 = time.perf_counter()
-    order = sorted(pending, key=lambda c: (-len(c.norm_text or ""), c.id))
+    order = sorted((c for c in pending if c.id not in failed), key=lambda c: (-len(c.norm_text or ""), c.id))
     for i in range(0, len(order), bcfg.batch_size):
         batch = order[i : i + bcfg.batch_size]
         outs = featurizer([c.norm_text or "" for c in batch])
