@@ -428,7 +428,14 @@ def _check_out_dir(layout: DatasetLayout, inputs: Sequence[Path]) -> None:
 def _clear_outputs(layout: DatasetLayout) -> None:
     """--force: delete what an earlier run wrote (only the dataset's own paths)."""
     if layout.root.is_dir():
-        for d in (layout.wavs_dir, layout.spec_dir, layout.ssl_dir, layout.work_dir):
+        for d in (
+            layout.wavs_dir,
+            layout.spec_dir,
+            layout.ssl_dir,
+            layout.semantic_dir,
+            layout.bert_dir,
+            layout.work_dir,
+        ):
             if d.is_dir():
                 shutil.rmtree(d)
         for f in (

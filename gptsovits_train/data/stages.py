@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
@@ -58,6 +59,18 @@ def stage_name(stage: Stage) -> str:
     return getattr(stage, "__name__", type(stage).__name__)
 
 
+def remove_unlisted(folder: Path, keep_ids: set[str], pattern: str = "*.npy") -> int:
+    """Delete the per-clip files in `folder` whose stem is not in `keep_ids` (clips no longer in the
+    dataset, or that no longer need the file); returns how many were deleted."""
+    removed = 0
+    if folder.is_dir():
+        for f in folder.glob(pattern):
+            if f.stem not in keep_ids:
+                f.unlink()
+                removed += 1
+    return removed
+
+
 def default_post_audio_stages(cfg: Config) -> list[Stage]:
     """The stages `prepare` runs after the audio stage when the caller passes none, in order.
 
@@ -65,6 +78,9 @@ def default_post_audio_stages(cfg: Config) -> list[Stage]:
     2. features: HuBERT content features in `ssl/<id>.npy` (`features.extract_features`), only when
        `cfg.prepare.features.hubert` names a model folder (or `random-tiny`); without one the dataset has
        no features and `fit` refuses it with a message saying what to run.
+    3. only when `cfg.prepare.stages` names "gpt": semantic codes in `semantic/<id>.npy`
+       (`features.semantic.extract_semantic`, from the HuBERT features) and BERT features of zh clips in
+       `bert/<id>.npy` (`features.bert.extract_bert`).
     An ASR stage, when asked for, runs before these (see `commands/prepare.py`).
     """
     from gptsovits_train.data.phonemize import phonemize_clips
@@ -74,4 +90,9 @@ def default_post_audio_stages(cfg: Config) -> list[Stage]:
         from gptsovits_train.features import extract_features
 
         stages.append(extract_features)
+    if "gpt" in cfg.prepare.stages:
+        from gptsovits_train.features.bert import extract_bert
+        from gptsovits_train.features.semantic import extract_semantic
+
+        stages += [extract_semantic, extract_bert]
     return stages

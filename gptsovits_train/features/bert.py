@@ -40,7 +40,7 @@ import numpy as np
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report_types import Skipped, WarningItem
-from gptsovits_train.data.stages import StageResult
+from gptsovits_train.data.stages import StageResult, remove_unlisted
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.hubert import RANDOM_TINY, model_digest, resolve_device
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_json
@@ -425,6 +425,7 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
             )
     if not todo:
         LOG.info("bert: no zh clips, nothing to do")
+        remove_unlisted(layout.bert_dir, set())
         return StageResult(clips=clips, warnings=warnings)
     model_dir = _resolve_model(layout, cfg)
     check_bert_folder(model_dir, hidden)
@@ -461,6 +462,7 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
     if pending:
         failed = _compute(layout, pending, cfg, model_dir)
     kept = [c for c in clips if c.id not in failed]
+    remove_unlisted(layout.bert_dir, {c.id for c in kept if c.bert})
     skipped = [Skipped(c.id, failed[c.id], STAGE) for c in clips if c.id in failed]
     return StageResult(clips=kept, skipped=skipped, warnings=warnings)
 

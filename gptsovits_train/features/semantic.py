@@ -43,7 +43,7 @@ from torch import nn
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report_types import Skipped, WarningItem
-from gptsovits_train.data.stages import StageResult
+from gptsovits_train.data.stages import StageResult, remove_unlisted
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.hubert import RANDOM_TINY, expected_frames, resolve_device
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_json
@@ -344,6 +344,12 @@ def extract_semantic(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> S
     from gptsovits_train.features.extract import read_stamp
 
     scfg = cfg.prepare.semantic
+    if clips and not any(c.ssl for c in clips):
+        raise GsvError(
+            "the GPT stage makes its semantic codes from the HuBERT features, and no clip has any: "
+            "pass --hubert DIR (chinese-hubert-base; `gsv-train download-pretrained` fetches it) "
+            f"or '{RANDOM_TINY}'"
+        )
     source = resolve_semantic_source(cfg)
     is_random = source == RANDOM_TINY
     if is_random:
@@ -421,5 +427,6 @@ def extract_semantic(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> S
             "fp16" if half else "fp32",
         )
     kept = [c for c in clips if c.id not in failed]
+    remove_unlisted(layout.semantic_dir, {c.id for c in kept})
     skipped = [Skipped(c.id, failed[c.id], STAGE) for c in clips if c.id in failed]
     return StageResult(clips=kept, skipped=skipped, warnings=warnings)
