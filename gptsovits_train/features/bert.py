@@ -363,7 +363,8 @@ def _resolve_model(layout: DatasetLayout, cfg: Config) -> Path:
     )
 
 
-def _stamp(model: str, digest: str, random: bool, cfg: Config) -> dict[str, Any]:
+def bert_stamp(model: str, digest: str, random: bool, cfg: Config) -> dict[str, Any]:
+    """The `.work/bert.json` record: model, digest, width and the text settings the features depend on."""
     text = json.dumps(cfg.prepare.text.model_dump(mode="json"), sort_keys=True)
     return {
         "format": STAMP_FORMAT,
@@ -430,7 +431,7 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
     model_dir = _resolve_model(layout, cfg)
     check_bert_folder(model_dir, hidden)
     is_random = bcfg.model == RANDOM_TINY
-    stamp = _stamp(
+    stamp = bert_stamp(
         RANDOM_TINY if is_random else str(model_dir.absolute()), bert_digest(model_dir), is_random, cfg
     )
     if not _same_stamp(layout.bert_stamp, stamp):
