@@ -26,9 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,10 +36,11 @@ import numpy as np
 
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
-from gptsovits_train.data.report_types import Skipped, WarningItem
-from gptsovits_train.data.stages import StageResult, remove_unlisted
+from gptsovits_train.data.report_types import WarningItem
+from gptsovits_train.data.stages import StageResult, drop_failed, remove_unlisted
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.hubert import RANDOM_TINY, model_digest, resolve_device
+from gptsovits_train.features.model_folder import WEIGHT_FILES, read_model_config, write_folder_atomically
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_json
 from gptsovits_train.layout import DatasetLayout
 
@@ -58,12 +56,6 @@ RANDOM_BERT_NOTICE = (
     "BERT features come from a RANDOM BERT (prepare.bert.model: random-tiny): this run checks the pipeline "
     "and does not make a usable voice; use chinese-roberta-wwm-ext-large (gsv-train download-pretrained) "
     "for real training"
-)
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
 )
 _TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
 #: Languages whose clips get BERT features (official: only zh).
@@ -113,19 +105,9 @@ def check_bert_folder(path: Path | str, hidden_size: int = 1024) -> dict[str, An
         "give prepare.bert.model = the chinese-roberta-wwm-ext-large folder (`gsv-train download-pretrained` "
         f"fetches it), or '{RANDOM_TINY}' for a pipeline check"
     )
-    if not path.exists():
-        raise BertLoadError(f"BERT folder not found: {path} ({hint})")
-    if not path.is_dir():
-        raise BertLoadError(f"{path} is a file; {hint}")
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise BertLoadError(f"{path} is not a Hugging Face model folder (no config.json); {hint}")
-    try:
-        data = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BertLoadError(f"{cfg_file} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("model_type") != "bert":
-        kind = data.get("model_type") if isinstance(data, dict) else None
+    data = read_model_config(path, "BERT", BertLoadError, hint)
+    if data.get("model_type") != "bert":
+        kind = data.get("model_type")
         raise BertLoadError(f"{path} holds a {kind!r} model, not BERT (config.json model_type); {hint}")
     if data.get("hidden_size") != hidden_size:
         raise BertLoadError(
@@ -136,8 +118,8 @@ def check_bert_folder(path: Path | str, hidden_size: int = 1024) -> dict[str, An
         raise BertLoadError(
             f"{path}: {data.get('num_hidden_layers')} layers; hidden_states[-3] needs at least 2"
         )
-    if not any((path / n).is_file() for n in _WEIGHT_FILES):
-        raise BertLoadError(f"{path} has no weights ({' / '.join(_WEIGHT_FILES)})")
+    if not any((path / n).is_file() for n in WEIGHT_FILES):
+        raise BertLoadError(f"{path} has no weights ({' / '.join(WEIGHT_FILES)})")
     if not any((path / n).is_file() for n in _TOKENIZER_FILES):
         raise BertLoadError(f"{path} has no tokenizer ({' / '.join(_TOKENIZER_FILES)})")
     return data
@@ -228,9 +210,8 @@ def ensure_random_bert(folder: Path | str, hidden_size: int = 1024, seed: int = 
             return folder
         except BertLoadError as exc:
             LOG.warning("rebuilding the random BERT in %s (%s)", folder, exc)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         vocab = random_bert_vocab()
         tokenizer = BertTokenizer(vocab={tok: i for i, tok in enumerate(vocab)}, tokenize_chinese_chars=True)
         config = BertConfig(
@@ -248,12 +229,8 @@ def ensure_random_bert(folder: Path | str, hidden_size: int = 1024, seed: int = 
         tokenizer.save_pretrained(str(tmp))
         marker = {"random": True, "seed": seed, "hidden_size": hidden_size, "notice": RANDOM_BERT_NOTICE}
         (tmp / RANDOM_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomically(folder, write)
     LOG.warning("built a random BERT in %s: %s", folder, RANDOM_BERT_NOTICE)
     return folder
 
@@ -462,10 +439,9 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
     failed: dict[str, str] = {}
     if pending:
         failed = _compute(layout, pending, cfg, model_dir)
-    kept = [c for c in clips if c.id not in failed]
-    remove_unlisted(layout.bert_dir, {c.id for c in kept if c.bert})
-    skipped = [Skipped(c.id, failed[c.id], STAGE) for c in clips if c.id in failed]
-    return StageResult(clips=kept, skipped=skipped, warnings=warnings)
+    result = drop_failed(clips, failed, STAGE, warnings)
+    remove_unlisted(layout.bert_dir, {c.id for c in result.clips if c.bert})
+    return result
 
 
 def _compute(layout: DatasetLayout, pending: list[Clip], cfg: Config, model_dir: Path) -> dict[str, str]:

@@ -42,8 +42,8 @@ from torch import nn
 
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
-from gptsovits_train.data.report_types import Skipped, WarningItem
-from gptsovits_train.data.stages import StageResult, remove_unlisted
+from gptsovits_train.data.report_types import WarningItem
+from gptsovits_train.data.stages import StageResult, drop_failed, remove_unlisted
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.hubert import RANDOM_TINY, expected_frames, resolve_device
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_json
@@ -426,7 +426,6 @@ def extract_semantic(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> S
             device,
             "fp16" if half else "fp32",
         )
-    kept = [c for c in clips if c.id not in failed]
-    remove_unlisted(layout.semantic_dir, {c.id for c in kept})
-    skipped = [Skipped(c.id, failed[c.id], STAGE) for c in clips if c.id in failed]
-    return StageResult(clips=kept, skipped=skipped, warnings=warnings)
+    result = drop_failed(clips, failed, STAGE, warnings)
+    remove_unlisted(layout.semantic_dir, {c.id for c in result.clips})
+    return result
