@@ -280,3 +280,22 @@ def test_no_model_anywhere_is_a_clear_error(tmp_path, monkeypatch):
     cfg = Config()
     with pytest.raises(GsvError, match=r"prepare\.semantic\.model"):
         extract_semantic(layout, clips, cfg)
+
+
+def test_an_exported_model_gives_the_pretrained_codes(tmp_path, s2g_file):
+    """An official-format export (fp16, no enc_q, config, info) of a fine-tuned model holds the same frozen
+    ssl_proj/quantizer, so it gives the same digest and codes as the pretrained file."""
+    state = torch.load(s2g_file, weights_only=True)["weight"]
+    export = {k: v for k, v in state.items() if not k.startswith("enc_q.")}
+    export["dec.conv_pre.weight"] = export["dec.conv_pre.weight"] + 1  # "fine-tuned" elsewhere
+    path = tmp_path / "voice_e8_s100.pth"
+    torch.save(
+        {"weight": export, "config": {"model": {"version": "v2"}}, "info": "8epoch_100iteration"}, path
+    )
+    from gptsovits_train.checkpoints import read_weights
+
+    assert read_weights(path).kind == "official-export"
+    pretrained, exported = load_semantic_model(s2g_file), load_semantic_model(path)
+    assert exported.digest() == pretrained.digest()
+    ssl = np.random.default_rng(0).standard_normal((768, 41)).astype(np.float32)
+    np.testing.assert_array_equal(exported.codes([ssl])[0], pretrained.codes([ssl])[0])
