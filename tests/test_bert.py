@@ -223,19 +223,20 @@ def _cfg(model: str, hidden: int = HIDDEN) -> Config:
     return cfg
 
 
-def test_stage_writes_zh_features_and_leaves_other_clips_alone(tmp_path, tiny_dir, tiny):
+def test_stage_writes_zh_features_mixed_lines_as_official_inference(tmp_path, tiny_dir, tiny):
     layout = DatasetLayout(tmp_path / "ds")
     clips = [
         _clip(layout, "a", "你好，世界。", "zh"),
         _clip(layout, "b", "今天天气很好！", "zh"),
         _clip(layout, "c", "hello world, this is english", "en"),
-        _clip(layout, "d", "我们去apple学校", "zh"),  # mixed: phonemised with English, no word2ph
+        _clip(layout, "d", "我们去apple学校", "zh"),  # mixed: an English run inside, no word2ph
+        _clip(layout, "e", "good morning everyone", "zh"),  # a "zh" line without any Mandarin run
     ]
     result = extract_bert(layout, clips, _cfg(str(tiny_dir)))
-    assert not result.skipped
+    assert not result.skipped and not result.warnings
     by_id = {c.id: c for c in result.clips}
-    assert by_id["c"].bert is None and by_id["d"].bert is None
-    assert [w.source for w in result.warnings] == ["d"]
+    assert by_id["c"].bert is None and by_id["e"].bert is None
+    assert sorted(p.stem for p in layout.bert_dir.glob("*.npy")) == ["a", "b", "d"]
     for cid in ("a", "b"):
         clip = by_id[cid]
         assert clip.bert == f"bert/{cid}.npy"
@@ -243,6 +244,17 @@ def test_stage_writes_zh_features_and_leaves_other_clips_alone(tmp_path, tiny_di
         assert arr.dtype == np.float16 and arr.shape == (HIDDEN, len(clip.phone_ids or []))
         want = official_recipe(tiny, clip.norm_text or "", clip.word2ph or [])
         np.testing.assert_allclose(arr.astype(np.float32), want, atol=2e-3)  # fp16 storage
+    # mixed line: as the official inference, BERT of each Mandarin run, zeros for the English run
+    want_parts = []
+    for text, lang in (("我们去", "zh"), ("apple", "en"), ("学校", "zh")):
+        run = g2p_detailed(text, lang)
+        if lang == "zh":
+            want_parts.append(official_recipe(tiny, run.norm_text, run.word2ph or []))
+        else:
+            want_parts.append(np.zeros((HIDDEN, len(run.phones)), dtype=np.float32))
+    mixed = np.load(layout.root / (by_id["d"].bert or "missing")).astype(np.float32)
+    assert mixed.shape == (HIDDEN, len(by_id["d"].phone_ids or []))
+    np.testing.assert_allclose(mixed, np.concatenate(want_parts, axis=1), atol=2e-3)
 
 
 def test_stage_resumes_and_recomputes_on_changes(tmp_path, tiny_dir):

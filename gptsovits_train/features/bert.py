@@ -316,9 +316,52 @@ class BertFeaturizer:
 
 
 # ------------------------------------------------------------------------------------------- stage
-def wants_bert(clip: Clip) -> bool:
-    """True for clips that get BERT features: language zh with a word2ph (official: zh only)."""
-    return clip.language in BERT_LANGUAGES and clip.word2ph is not None and bool(clip.norm_text)
+@dataclass(frozen=True)
+class BertPiece:
+    """A run of a clip's phones: Mandarin text with its word2ph (BERT rows), or `n_phones` zero columns."""
+
+    text: str | None
+    word2ph: tuple[int, ...]
+    n_phones: int
+
+
+def wants_bert(clip: Clip, cfg: Config) -> bool:
+    """True for clips that may get BERT features: language zh (official: zh only) with phonemes, either
+    a word2ph (pure Mandarin) or Latin words phonemised as English runs (`prepare.text.zh_latin: split`)."""
+    from gptsovits_train.data.phonemize import clip_language
+
+    if clip.language not in BERT_LANGUAGES or not clip.norm_text or not clip.phone_ids:
+        return False
+    return clip.word2ph is not None or clip_language(clip, cfg) == "auto"
+
+
+def bert_pieces(clip: Clip, cfg: Config) -> list[BertPiece]:
+    """How a zh clip's (1024, n_phones) BERT features are made, as the official inference does for mixed
+    text: BERT rows for each Mandarin run, zeros for each English run.
+
+    Raises:
+        ValueError: the runs do not give the clip's phones (its text changed since the text stage).
+    """
+    from gptsovits_train.text import TextError, g2p_runs, official_prepare_replace
+
+    n_phones = len(clip.phone_ids or [])
+    if clip.word2ph is not None:
+        return [BertPiece(clip.norm_text, tuple(clip.word2ph), n_phones)]
+    text = official_prepare_replace(clip.text) if cfg.prepare.text.official_prereplace else clip.text
+    try:
+        runs = g2p_runs(text)
+    except TextError as exc:
+        raise ValueError(f"cannot split the text into Mandarin/English runs ({exc})") from None
+    pieces = [
+        BertPiece(r.norm_text, tuple(r.word2ph), len(r.phones))
+        if lang == "zh" and r.word2ph is not None
+        else BertPiece(None, (), len(r.phones))
+        for lang, r in runs
+    ]
+    if sum(p.n_phones for p in pieces) != n_phones:
+        total = sum(p.n_phones for p in pieces)
+        raise ValueError(f"the Mandarin/English runs give {total} phones, the clip has {n_phones}")
+    return pieces
 
 
 def _resolve_model(layout: DatasetLayout, cfg: Config) -> Path:
@@ -382,7 +425,8 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
     Needs the text stage (`norm_text`, `word2ph`). Resumable: a file newer than the clip's wav with shape
     (hidden, n_phones) is kept; `.work/bert.json` records the model and text settings, and a change of
     either deletes the old files first. A zh clip with Latin words phonemised as English
-    (`prepare.text.zh_latin: split`, no word2ph) gets no features, with a warning.
+    (`prepare.text.zh_latin: split`, no word2ph) gets BERT rows for its Mandarin runs and zeros for its
+    English runs, as the official inference makes them for mixed text (`bert_pieces`).
 
     Raises:
         GsvError: no model configured/downloaded, model folder unusable, CUDA requested without a GPU.
@@ -393,14 +437,8 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
     todo: list[Clip] = []
     for clip in clips:
         clip.bert = None
-        if wants_bert(clip):
+        if wants_bert(clip, cfg):
             todo.append(clip)
-        elif clip.language in BERT_LANGUAGES and clip.norm_text:
-            warnings.append(
-                WarningItem(
-                    clip.id, "Mandarin clip with English words: no BERT features (the GPT sees zeros)", STAGE
-                )
-            )
     if not todo:
         LOG.info("bert: no zh clips, nothing to do")
         remove_unlisted(layout.bert_dir, set())
@@ -431,7 +469,7 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
         path = layout.bert(clip.id)
         wav = layout.root / clip.path
         fresh = path.is_file() and wav.is_file() and path.stat().st_mtime_ns >= wav.stat().st_mtime_ns
-        if fresh and bert_problem(path, hidden, sum(clip.word2ph or [])) is None:
+        if fresh and bert_problem(path, hidden, len(clip.phone_ids or [])) is None:
             clip.bert = layout.relative(path)
         else:
             pending.append(clip)
@@ -445,6 +483,7 @@ def extract_bert(layout: DatasetLayout, clips: list[Clip], cfg: Config) -> Stage
 
 
 def _compute(layout: DatasetLayout, pending: list[Clip], cfg: Config, model_dir: Path) -> dict[str, str]:
+    """Compute and save the features of `pending`; returns clip id -> reason for the clips that failed."""
     bcfg = cfg.prepare.bert
     featurizer = BertFeaturizer(load_bert(model_dir, bcfg.hidden_size), bcfg.device, bcfg.fp16)
     LOG.info(
@@ -456,40 +495,65 @@ def _compute(layout: DatasetLayout, pending: list[Clip], cfg: Config, model_dir:
     )
     failed: dict[str, str] = {}
     max_chars = int(featurizer.model.config.max_position_embeddings) - 2  # [CLS] and [SEP]
+    plans: dict[str, list[BertPiece]] = {}
+    texts: set[str] = set()
     for clip in pending:
-        if len(clip.norm_text or "") > max_chars:
-            failed[clip.id] = (
-                f"{len(clip.norm_text or '')} characters, more than BERT's {max_chars} positions"
-            )
+        try:
+            pieces = bert_pieces(clip, cfg)
+        except ValueError as exc:
+            failed[clip.id] = str(exc)
+            continue
+        long = [p.text for p in pieces if p.text is not None and len(p.text) > max_chars]
+        if long:
+            failed[clip.id] = f"{len(long[0])} characters, more than BERT's {max_chars} positions"
+            continue
+        if all(p.text is None for p in pieces):
+            continue  # no Mandarin run: no features (zeros at training, like any non-zh clip)
+        plans[clip.id] = pieces
+        texts.update(p.text for p in pieces if p.text is not None)
     t0 = time.perf_counter()
-    order = sorted((c for c in pending if c.id not in failed), key=lambda c: (-len(c.norm_text or ""), c.id))
+    rows: dict[str, np.ndarray | TokenCountError | None] = {}
+    order = sorted(texts, key=lambda t: (-len(t), t))
     for i in range(0, len(order), bcfg.batch_size):
         batch = order[i : i + bcfg.batch_size]
-        outs = featurizer([c.norm_text or "" for c in batch])
-        for clip, feats in zip(batch, outs, strict=True):
-            if feats is None:
-                failed[clip.id] = "BERT output is NaN/Inf"
-                continue
-            if isinstance(feats, TokenCountError):
-                failed[clip.id] = f"norm_text {clip.norm_text!r}: {feats}"
-                continue
-            try:
-                phones = expand_to_phones(feats, clip.word2ph or [])
-            except ValueError as exc:
-                failed[clip.id] = str(exc)
-                continue
-            if clip.phone_ids is not None and phones.shape[1] != len(clip.phone_ids):
-                failed[clip.id] = (
-                    f"word2ph sums to {phones.shape[1]}, the clip has {len(clip.phone_ids)} phones"
-                )
-                continue
-            atomic_save_npy(layout.bert(clip.id), np.ascontiguousarray(phones, dtype=np.float16))
-            clip.bert = layout.relative(layout.bert(clip.id))
+        rows.update(zip(batch, featurizer(batch), strict=True))
+    for clip in pending:
+        if clip.id not in plans:
+            continue
+        try:
+            feats = _assemble(plans[clip.id], rows, bcfg.hidden_size)
+        except ValueError as exc:
+            failed[clip.id] = str(exc)
+            continue
+        atomic_save_npy(layout.bert(clip.id), np.ascontiguousarray(feats, dtype=np.float16))
+        clip.bert = layout.relative(layout.bert(clip.id))
     LOG.info(
-        "bert: %d clips in %.1f s, %d retried in fp32, %d failed",
+        "bert: %d clips (%d sentences) in %.1f s, %d retried in fp32, %d failed",
         len(pending),
+        len(texts),
         time.perf_counter() - t0,
         featurizer.n_retried,
         len(failed),
     )
     return failed
+
+
+def _assemble(
+    pieces: list[BertPiece], rows: dict[str, np.ndarray | TokenCountError | None], hidden: int
+) -> np.ndarray:
+    """(hidden, n_phones) float32 of one clip from its pieces; ValueError with the reason."""
+    parts = []
+    for piece in pieces:
+        if piece.text is None:
+            parts.append(np.zeros((hidden, piece.n_phones), dtype=np.float32))
+            continue
+        feats = rows[piece.text]
+        if feats is None:
+            raise ValueError("BERT output is NaN/Inf")
+        if isinstance(feats, TokenCountError):
+            raise ValueError(f"norm_text {piece.text!r}: {feats}")
+        expanded = expand_to_phones(feats, piece.word2ph)
+        if expanded.shape[1] != piece.n_phones:
+            raise ValueError(f"word2ph sums to {expanded.shape[1]}, the text has {piece.n_phones} phones")
+        parts.append(expanded)
+    return np.concatenate(parts, axis=1)
