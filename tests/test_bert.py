@@ -318,3 +318,14 @@ def test_random_tiny_is_built_once_and_says_so(tmp_path):
     loaded = load_bert(layout.random_bert_dir, 1024)
     assert loaded.random
     assert loaded.tokenizer.tokenize("你好") == ["你", "好"]  # Mandarin is not all [UNK]
+
+
+def test_unsafe_bin_weights_are_never_unpickled(tmp_path):
+    from tests.test_official_import import NotATensor
+
+    folder = build_tiny_bert(tmp_path / "m", masked_lm_bin=True)
+    sd = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    sd["evil"] = NotATensor()
+    torch.save(sd, folder / "pytorch_model.bin")
+    with pytest.raises(BertLoadError, match="never unpickled"):
+        load_bert(folder, HIDDEN)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,6 +142,11 @@ def load_bert(path: Path | str, hidden_size: int = 1024) -> LoadedBert:
             str(path), local_files_only=True, output_loading_info=True, add_pooling_layer=False
         )
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except pickle.UnpicklingError:
+        raise BertLoadError(
+            f"cannot load BERT from {path}: its .bin weights hold objects other than tensors, which are "
+            "never unpickled (torch.load weights_only); use a trusted chinese-roberta-wwm-ext-large folder"
+        ) from None
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BertLoadError(f"cannot load BERT from {path}: {first}") from None
