@@ -329,3 +329,24 @@ def test_unsafe_bin_weights_are_never_unpickled(tmp_path):
     torch.save(sd, folder / "pytorch_model.bin")
     with pytest.raises(BertLoadError, match="never unpickled"):
         load_bert(folder, HIDDEN)
+
+
+def test_non_finite_fp16_output_is_recomputed_in_fp32(tiny, monkeypatch):
+    """The half-precision retry (CUDA only in real runs), driven through a stand-in first pass."""
+    feat = BertFeaturizer(tiny, "cpu")
+    good = feat.char_features(["你好"])[0]
+    calls = []
+
+    def fake(texts, *, fp32=False):
+        calls.append((list(texts), fp32))
+        if fp32:
+            return [good]
+        return [np.full_like(good, np.nan) if t == "你好" else good for t in texts]
+
+    monkeypatch.setattr(feat, "char_features", fake)
+    feat.half = True
+    out = feat(["你好", "好好"])
+    assert calls == [(["你好", "好好"], False), (["你好"], True)]
+    assert isinstance(out[0], np.ndarray) and np.array_equal(out[0], good) and feat.n_retried == 1
+    feat.half = False  # on fp32 there is nothing to retry: the sentence fails
+    assert feat(["你好"])[0] is None

@@ -165,6 +165,7 @@ def load_bert(path: Path | str, hidden_size: int = 1024) -> LoadedBert:
     if unused:
         LOG.warning("%s: %d weights not used by BertModel: %s", path, len(unused), ", ".join(unused[:5]))
     model.float().eval()  # whatever the stored dtype: fp32 on the CPU, the featurizer picks the precision
+    tokenizer.padding_side = "right"  # BertFeaturizer reads rows 1..n of each padded sentence
     model.requires_grad_(False)
     return LoadedBert(model, tokenizer, path, (path / RANDOM_MARKER).is_file(), hidden_size)
 
