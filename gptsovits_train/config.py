@@ -134,6 +134,50 @@ class TextConfig(_Section):
     zh_latin: Literal["split", "drop"] = "split"
 
 
+class SemanticConfig(_Section):
+    """GPT stage: 25 Hz semantic codes (`semantic/<id>.npy`, see `gptsovits_train.features.semantic`).
+
+    `model`: the SoVITS generator whose frozen `ssl_proj` + quantizer make the codes: an official pretrained
+    s2G (`s2G2333k.pth`), an official export, or a gsv-train checkpoint/export (fine-tuning never changes
+    these two parts, so all give the same codes); `random-tiny` for a seeded random one (pipeline check
+    only); null = `train.pretrained_s2G`, else the s2G of `gsv-train download-pretrained` when present.
+    `fp16`: compute in half precision on CUDA as the official `3-get-semantic.py` does on a half GPU
+    (measured on the reference fixture: 1 of 49 and 1 of 35 codes differ from fp32); the default fp32
+    gives the exact nearest codes on every device (official CPU behaviour). `batch_size`: clips per pass
+    (the result does not depend on it).
+    """
+
+    model: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fp16: bool = False
+    batch_size: int = Field(16, ge=1)
+
+
+class BertConfig(_Section):
+    """GPT stage: BERT features of `zh` clips (`bert/<id>.npy`, see `gptsovits_train.features.bert`).
+
+    `model`: a local Hugging Face folder of chinese-roberta-wwm-ext-large (config.json, tokenizer files,
+    weights), `random-tiny` for a seeded random BERT built in the dataset's `.work/random-bert/` (pipeline
+    check only: makes no usable voice), or null = the folder of `gsv-train download-pretrained` when
+    present. `fp16`: half precision on CUDA as the official `is_half` (CPU always fp32). `batch_size`:
+    sentences per forward pass (padded with an attention mask; same result as one at a time up to float
+    rounding). `hidden_size`: the feature size the model must have (1024: the GPT's `bert_proj` input).
+    """
+
+    model: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fp16: bool = True
+    batch_size: int = Field(8, ge=1)
+    hidden_size: int = Field(1024, ge=1)
+
+
+PrepareStage = Literal["sovits", "gpt"]
+
+
+def _sovits_only() -> list[PrepareStage]:
+    return ["sovits"]
+
+
 class PrepareConfig(_Section):
     slicer: SlicerConfig = SlicerConfig()
     loudness: LoudnessConfig = LoudnessConfig()
@@ -147,6 +191,12 @@ class PrepareConfig(_Section):
     clipping_skip_share: float = Field(0.25, ge=0, le=1)
     workers: int | None = Field(None, ge=1)
     spec_dtype: Literal["float16", "float32"] = "float16"
+    # Training stages the dataset is prepared for. "sovits": clips, spectrograms, phonemes, HuBERT features.
+    # "gpt" adds semantic codes (prepare.semantic) and BERT features of zh clips (prepare.bert); it needs
+    # the HuBERT features (prepare.features.hubert).
+    stages: list[PrepareStage] = Field(default_factory=_sovits_only, min_length=1)
+    semantic: SemanticConfig = SemanticConfig()
+    bert: BertConfig = BertConfig()
 
 
 # --------------------------------------------------------------------------------------------- model

@@ -1,4 +1,5 @@
-"""Pretrained files from the Hugging Face repo `lj1995/GPT-SoVITS`: chinese-hubert-base and SoVITS s2G/s2D.
+"""Pretrained files from the Hugging Face repo `lj1995/GPT-SoVITS`: chinese-hubert-base, SoVITS s2G/s2D and
+(with `gpt=True`) the GPT stage's s1 file and chinese-roberta-wwm-ext-large.
 
 `download_pretrained(dest, version)` fetches each file through `huggingface_hub.hf_hub_download` (the
 standard Hugging Face cache, its progress bars, `HF_HUB_OFFLINE`, `HF_ENDPOINT`, tokens), then copies it
@@ -20,6 +21,17 @@ Paths in the repo (official `config.py`, facts §4.4):
 plus `chinese-hubert-base/{config.json, preprocessor_config.json, pytorch_model.bin}` for every version,
 and for v2Pro/v2ProPlus the speaker-verification model `sv/pretrained_eres2netv2w24s4ep4.ckpt` (official
 `GPT_SoVITS/pretrained_models/sv/`, hard-coded there; `prepare --sv`).
+
+GPT stage (`gpt=True`; official `config.py: pretrained_gpt_name`, gpt-stage facts §13):
+
+| version | s1 (GPT) |
+|---|---|
+| v1 | `s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt` |
+| v2 | `gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt` |
+| v2Pro, v2ProPlus | `s1v3.ckpt` |
+
+plus `chinese-roberta-wwm-ext-large/{config.json, tokenizer.json, pytorch_model.bin}` (BERT features of
+zh clips, `prepare.bert.model`) for every version.
 
 The license of these weights was not checked (facts: "a separate matter"); they are fetched for the
 user from the official repo, not redistributed.
@@ -62,7 +74,21 @@ VERSIONS: tuple[str, ...] = tuple(SOVITS_FILES)
 SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
 SV_VERSIONS = frozenset({"v2Pro", "v2ProPlus"})
 
-Role = Literal["hubert", "s2G", "s2D", "sv"]
+
+BERT_SUBDIR = "chinese-roberta-wwm-ext-large"
+BERT_FILES: tuple[str, ...] = (
+    f"{BERT_SUBDIR}/config.json",
+    f"{BERT_SUBDIR}/tokenizer.json",
+    f"{BERT_SUBDIR}/pytorch_model.bin",
+)
+GPT_FILES: dict[str, str] = {
+    "v1": "s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt",
+    "v2": "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt",
+    "v2Pro": "s1v3.ckpt",
+    "v2ProPlus": "s1v3.ckpt",
+}
+
+Role = Literal["hubert", "s2G", "s2D", "sv", "s1", "bert"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +105,7 @@ class FetchedFile:
 
     Attributes:
         repo_path: path in the repo (and under `dest`).
-        role: hubert, s2G or s2D.
+        role: hubert, s2G, s2D, s1 (GPT) or bert.
         path: the local file.
         sha256: hex digest of its content.
         size: bytes.
@@ -117,6 +143,16 @@ class PretrainedSet:
         return self._by_role("s2G")
 
     @property
+    def s1(self) -> Path | None:
+        """The pretrained GPT (s1) file, when it is part of the set."""
+        return self._by_role("s1")
+
+    @property
+    def bert_dir(self) -> Path | None:
+        """The chinese-roberta-wwm-ext-large folder (`prepare.bert.model`), when it is part of the set."""
+        return self.dest / BERT_SUBDIR if any(f.role == "bert" for f in self.files) else None
+
+    @property
     def s2d(self) -> Path | None:
         return self._by_role("s2D")
 
@@ -131,9 +167,10 @@ class PretrainedSet:
 
 
 def pretrained_files(
-    version: str = "v2", *, hubert: bool = True, sovits: bool = True, sv: bool = True
+    version: str = "v2", *, hubert: bool = True, sovits: bool = True, sv: bool = True, gpt: bool = False
 ) -> list[PretrainedFile]:
-    """The repo files of `version` (HuBERT first, then G and D, then the sv model of v2Pro/v2ProPlus)."""
+    """The repo files of `version` (HuBERT first, then G and D, then the sv model of v2Pro/v2ProPlus, then
+    with `gpt` the s1 file and BERT)."""
     if version not in SOVITS_FILES:
         raise GsvError(f"unknown version {version!r}; one of {', '.join(VERSIONS)}")
     out: list[PretrainedFile] = []
@@ -144,6 +181,9 @@ def pretrained_files(
         out += [PretrainedFile(g, "s2G"), PretrainedFile(d, "s2D")]
     if sv and version in SV_VERSIONS:
         out.append(PretrainedFile(SV_FILE, "sv"))
+    if gpt:
+        out += [PretrainedFile(GPT_FILES[version], "s1")]
+        out += [PretrainedFile(p, "bert") for p in BERT_FILES]
     return out
 
 
@@ -281,6 +321,7 @@ def download_pretrained(
     hubert: bool = True,
     sovits: bool = True,
     sv: bool = True,
+    gpt: bool = False,
 ) -> PretrainedSet:
     """Fetch the pretrained files of `version` into `dest` (see module doc).
 
@@ -290,7 +331,8 @@ def download_pretrained(
         revision: repo branch, tag or commit (default: main).
         cache_dir: Hugging Face cache folder (default: the HF default, `HF_HUB_CACHE`).
         local_files_only: never contact the hub (only the cache and `dest`).
-        hubert / sovits / sv: which part to fetch (sv: v2Pro/v2ProPlus only).
+        hubert / sovits / sv / gpt: which part to fetch (sv: v2Pro/v2ProPlus only; gpt: the s1 file and
+            chinese-roberta-wwm-ext-large).
     Returns:
         the files, with their sha256; also recorded in `<dest>/gsv-pretrained.json`.
     Raises:
@@ -298,7 +340,7 @@ def download_pretrained(
     """
     dest = Path(dest).expanduser() if dest is not None else default_pretrained_dir()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
-    wanted = pretrained_files(version, hubert=hubert, sovits=sovits, sv=sv)
+    wanted = pretrained_files(version, hubert=hubert, sovits=sovits, sv=sv, gpt=gpt)
     record = _read_record(dest)
     result = PretrainedSet(dest=dest, version=version)
     for n, item in enumerate(wanted, start=1):
@@ -377,3 +419,28 @@ def find_pretrained(dest: Path | str | None = None, version: str = "v2") -> Pret
             )
         )
     return out
+
+
+def _recorded(dest: Path, repo_paths: tuple[str, ...] | list[str]) -> bool:
+    """Every file of `repo_paths` is in `dest` with the size its record says (no content read)."""
+    files = _read_record(dest)["files"]
+    for rel in repo_paths:
+        entry = files.get(rel)
+        target = dest / rel
+        if not isinstance(entry, dict) or not target.is_file() or target.stat().st_size != entry.get("size"):
+            return False
+    return True
+
+
+def find_bert(dest: Path | str | None = None) -> Path | None:
+    """The downloaded chinese-roberta-wwm-ext-large folder in `dest` (checked by size), or None."""
+    dest = Path(dest).expanduser() if dest is not None else default_pretrained_dir()
+    return dest / BERT_SUBDIR if _recorded(dest, BERT_FILES) else None
+
+
+def find_s1(dest: Path | str | None = None, version: str = "v2") -> Path | None:
+    """The downloaded pretrained GPT (s1) file of `version` in `dest` (checked by size), or None."""
+    if version not in GPT_FILES:
+        raise GsvError(f"unknown version {version!r}; one of {', '.join(VERSIONS)}")
+    dest = Path(dest).expanduser() if dest is not None else default_pretrained_dir()
+    return dest / GPT_FILES[version] if _recorded(dest, [GPT_FILES[version]]) else None

@@ -1,5 +1,5 @@
-"""`gsv-train download-pretrained`: chinese-hubert-base, SoVITS s2G/s2D (and the v2Pro sv model) from
-lj1995/GPT-SoVITS."""
+"""`gsv-train download-pretrained`: chinese-hubert-base, SoVITS s2G/s2D (and the v2Pro sv model), and with
+--gpt also the s1 file and chinese-roberta-wwm-ext-large, from lj1995/GPT-SoVITS."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def download_pretrained_command(
         bool, typer.Option("--offline", help="Use only the Hugging Face cache and --dest; no network.")
     ] = False,
     no_hubert: Annotated[bool, typer.Option("--no-hubert", help="Skip chinese-hubert-base.")] = False,
+    gpt: Annotated[
+        bool,
+        typer.Option(
+            "--gpt",
+            help="Also fetch the GPT stage: the pretrained s1 file and chinese-roberta-wwm-ext-large.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fetch the pretrained files (sha256 recorded in <dest>/gsv-pretrained.json)."""
@@ -50,6 +57,7 @@ def download_pretrained_command(
             cache_dir=cache_dir,
             local_files_only=offline,
             hubert=not no_hubert,
+            gpt=gpt,
         )
     except GsvError as exc:
         raise fail(str(exc)) from None
@@ -63,3 +71,7 @@ def download_pretrained_command(
         typer.echo(f"     --sv {result.sv_file}")
     if result.s2g is not None and result.s2d is not None:
         typer.echo(f"     --set train.pretrained_s2G={result.s2g} --set train.pretrained_s2D={result.s2d}")
+    if result.bert_dir is not None:
+        typer.echo(f"     --set prepare.bert.model={result.bert_dir}")
+    if result.s1 is not None:
+        typer.echo(f"pretrained GPT (s1): {result.s1}")

@@ -20,6 +20,9 @@ Fields (see README "Dataset folder"):
     norm_text  normalised text the phones were made from
     text_version  symbol table version of phone_ids (v1 | v2)
     sv         v2Pro/v2ProPlus speaker-verification feature file (sv/<id>.npy), relative, or null
+    semantic   (GPT stage) 25 Hz semantic codes file (semantic/<id>.npy), relative, or null
+    bert       (GPT stage) BERT features file (bert/<id>.npy), relative; null for clips without one
+               (non-zh clips: the GPT uses zeros, as official)
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class Clip:
     norm_text: str | None = None
     text_version: str | None = None
     sv: str | None = None
+    semantic: str | None = None
+    bert: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

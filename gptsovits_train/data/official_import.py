@@ -13,6 +13,13 @@ Reads (facts §1):
   feature, a tensor (1, 20480) (float16 from the GPU, else float32), loaded the same safe way and stored
   as `sv/<id>.npy` (`(20480,)`, its dtype kept). With the folder present, a clip without its file is
   skipped and reported (the official loader drops it silently).
+- GPT stage, when present: `6-name2semantic.tsv` (header `item_name\tsemantic_audio`, then
+  ``name \t c1 c2 ...``; the unmerged part files `6-name2semantic-<i>.tsv` without header when the merged
+  file is missing) → `semantic/<id>.npy` (int64); `3-bert/<name>.pt` (a (1024, n_phones) tensor, fp16 or
+  fp32, read with `torch.load(weights_only=True)`) → `bert/<id>.npy` (float16). A clip whose codes or
+  BERT features do not fit (code count other than `T_hubert // 2`, codes outside the codebook, BERT width
+  or phone count other than the clip's) keeps its SoVITS data and loses only that part, with a warning;
+  bad tsv lines are reported with file:line.
 
 Like the official `TextAudioSpeakerLoader`, only names present in all three are used; every other name is
 reported with what is missing. Per clip:
@@ -54,6 +61,7 @@ from gptsovits_train.data.report import PrepareReport, write_dataset_outputs
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import safe_id
 from gptsovits_train.data.split import SplitItem, assign_split
+from gptsovits_train.data.stages import remove_unlisted
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.extract import FeatureStamp
 from gptsovits_train.features.hubert import FeatureAlignmentError, align_to_spec
@@ -72,6 +80,9 @@ NAME2TEXT = "2-name2text.txt"
 HUBERT_DIR = "4-cnhubert"
 SV_DIR = "7-sv_cn"
 WAV_DIR = "5-wav32k"
+BERT_DIR = "3-bert"
+NAME2SEMANTIC = "6-name2semantic.tsv"
+SEMANTIC_HEADER = "item_name\tsemantic_audio"
 #: The official loader keeps clips with 0.6 < duration < 54 s.
 MAX_SECONDS = 54.0
 _LIST_LANGS = {"zh": "zh", "ja": "ja", "jp": "ja", "en": "en", "ko": "ko", "yue": "yue"}
@@ -127,6 +138,76 @@ def parse_name2text(path: Path) -> tuple[dict[str, Name2TextEntry], list[Skipped
             )
         entries[name] = Name2TextEntry(name, phones_s.split(" "), word2ph, norm_text, lineno)
     return entries, skipped, warnings
+
+
+def parse_name2semantic(
+    exp: Path, codebook_size: int = 1024
+) -> tuple[dict[str, np.ndarray], list[Skipped], list[WarningItem]]:
+    """Read `6-name2semantic.tsv` (or, without it, the part files `6-name2semantic-<i>.tsv`).
+
+    Returns:
+        (codes by name as int64 arrays, skipped lines, warnings); empty when the folder has none.
+    """
+    files = (
+        [exp / NAME2SEMANTIC]
+        if (exp / NAME2SEMANTIC).is_file()
+        else sorted(exp.glob("6-name2semantic-*.tsv"))
+    )
+    codes: dict[str, np.ndarray] = {}
+    skipped: list[Skipped] = []
+    warnings: list[WarningItem] = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise GsvError(f"{path} is not UTF-8 ({exc})") from None
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if not line.strip() or (lineno == 1 and line.strip() == SEMANTIC_HEADER):
+                continue
+            where = f"{path.name}:{lineno}"
+            fields = line.split("\t")
+            if len(fields) != 2:
+                skipped.append(Skipped(where, f"{len(fields)} tab-separated fields, expected 2", STAGE))
+                continue
+            name, values = fields[0], fields[1].split()
+            try:
+                arr = np.array([int(v) for v in values], dtype=np.int64)
+            except ValueError:
+                skipped.append(Skipped(where, f"semantic codes of {name} are not integers", STAGE))
+                continue
+            if arr.size == 0 or int(arr.min()) < 0 or int(arr.max()) >= codebook_size:
+                skipped.append(
+                    Skipped(where, f"semantic codes of {name} empty or outside [0, {codebook_size})", STAGE)
+                )
+                continue
+            if name in codes:
+                warnings.append(WarningItem(where, f"{name} listed again; the later line is used", STAGE))
+            codes[name] = arr
+    return codes, skipped, warnings
+
+
+def _load_bert(path: Path, hidden_size: int, n_phones: int) -> np.ndarray:
+    """(hidden, n_phones) float32 of one `3-bert/<name>.pt`; ValueError with the reason when unusable."""
+    import pickle
+
+    import torch
+
+    where = f"{BERT_DIR}/{path.name}"
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load {where} ({first})") from None
+    if not isinstance(obj, torch.Tensor) or not obj.is_floating_point():
+        raise ValueError(f"{where} holds a {type(obj).__name__}, not a float tensor")
+    if tuple(obj.shape) != (hidden_size, n_phones):
+        raise ValueError(
+            f"{where} has shape {tuple(obj.shape)}, expected ({hidden_size}, {n_phones}) for its phones"
+        )
+    arr = obj.float().numpy()
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where} contains NaN/Inf")
+    return arr
 
 
 def _arpabet() -> set[str]:
@@ -309,6 +390,14 @@ def import_official(
     table = sym.symbol_to_id(version)
 
     entries, skipped, warnings = parse_name2text(exp / NAME2TEXT)
+    semantic, sem_skipped, sem_warnings = parse_name2semantic(exp, cfg.model.codebook_size)
+    skipped += sem_skipped
+    warnings += sem_warnings
+    bert_names = (
+        {p.name[:-3] for p in (exp / BERT_DIR).iterdir() if p.is_file() and p.name.endswith(".pt")}
+        if (exp / BERT_DIR).is_dir()
+        else set()
+    )
     names4 = {p.name[:-3] for p in (exp / HUBERT_DIR).iterdir() if p.is_file() and p.name.endswith(".pt")}
     names5 = {p.name for p in (exp / WAV_DIR).iterdir() if p.is_file()}
     listed = read_official_list(Path(list_file)) if list_file is not None else {}
@@ -367,6 +456,10 @@ def import_official(
         if sv is not None:
             atomic_save_npy(layout.sv(clip_id), np.ascontiguousarray(sv))
             sv_sizes.add(int(sv.shape[0]))
+        gpt_parts, gpt_notes = _import_gpt_parts(
+            exp, layout, name, clip_id, n, len(entry.phones), semantic, bert_names, cfg
+        )
+        warnings += [WarningItem(name, note, STAGE) for note in gpt_notes]
         speaker, language = listed.get(name, (exp.name, guess_language(entry.phones, entry.word2ph)))
         used_ids.add(clip_id)
         clips.append(
@@ -390,11 +483,17 @@ def import_official(
                 norm_text=entry.norm_text,
                 text_version=version,
                 sv=layout.relative(layout.sv(clip_id)) if sv is not None else None,
+                semantic=gpt_parts.get("semantic"),
+                bert=gpt_parts.get("bert"),
                 extra={"official_name": name},
             )
         )
 
     _remove_orphans(layout, used_ids)
+    remove_unlisted(layout.semantic_dir, {c.id for c in clips if c.semantic})
+    remove_unlisted(layout.bert_dir, {c.id for c in clips if c.bert})
+    for name in sorted(set(semantic) - set(entries)):
+        warnings.append(WarningItem(name, f"in {NAME2SEMANTIC} but not in {NAME2TEXT}; ignored", STAGE))
     split = assign_split([SplitItem(c.id, c.n_samples) for c in clips], pcfg.split.val_ratio, pcfg.split.seed)
     for clip in clips:
         clip.split = "val" if split[clip.id] == "val" else "train"
@@ -442,6 +541,7 @@ def import_official(
         for f in layout.sv_dir.glob("*.npy") if layout.sv_dir.is_dir() else []:
             f.unlink()
         layout.sv_stamp.unlink(missing_ok=True)
+    _write_gpt_stamps(exp, layout, clips, cfg)
     report.wall_seconds = time.perf_counter() - t0
     write_dataset_outputs(
         layout,
@@ -467,3 +567,64 @@ def _remove_orphans(layout: DatasetLayout, keep_ids: set[str]) -> None:
             for f in folder.glob(pattern):
                 if f.stem not in keep_ids:
                     f.unlink()
+
+
+def _import_gpt_parts(
+    exp: Path,
+    layout: DatasetLayout,
+    name: str,
+    clip_id: str,
+    n_samples: int,
+    n_phones: int,
+    semantic: dict[str, np.ndarray],
+    bert_names: set[str],
+    cfg: Config,
+) -> tuple[dict[str, str], list[str]]:
+    """Write the clip's semantic codes and BERT features when the folder has them.
+
+    Returns:
+        (manifest fields {"semantic": ..., "bert": ...} that were written, warnings for parts left out).
+    """
+    from gptsovits_train.features.hubert import expected_frames
+
+    parts: dict[str, str] = {}
+    notes: list[str] = []
+    if name in semantic:
+        codes = semantic[name]
+        want = expected_frames(n_samples, cfg.audio.sampling_rate) // 2
+        if len(codes) != want:
+            notes.append(
+                f"{NAME2SEMANTIC}: {len(codes)} semantic codes, the clip's HuBERT frames give {want}; "
+                "codes left out (the GPT stage skips this clip)"
+            )
+        else:
+            atomic_save_npy(layout.semantic(clip_id), codes)
+            parts["semantic"] = layout.relative(layout.semantic(clip_id))
+    if name in bert_names:
+        try:
+            bert = _load_bert(exp / BERT_DIR / f"{name}.pt", cfg.prepare.bert.hidden_size, n_phones)
+        except ValueError as exc:
+            notes.append(f"{exc}; BERT features left out (the GPT stage uses zeros)")
+        else:
+            atomic_save_npy(layout.bert(clip_id), np.ascontiguousarray(bert, dtype=np.float16))
+            parts["bert"] = layout.relative(layout.bert(clip_id))
+    return parts, notes
+
+
+def _write_gpt_stamps(exp: Path, layout: DatasetLayout, clips: list[Clip], cfg: Config) -> None:
+    """Provenance of imported semantic/ and bert/ files (a later GPT stage with a model recomputes them)."""
+    from gptsovits_train.features.bert import bert_stamp
+    from gptsovits_train.features.semantic import SemanticStamp
+
+    if any(c.semantic for c in clips):
+        sem = SemanticStamp(
+            model=f"official:{(exp / NAME2SEMANTIC).absolute()}",
+            digest="official-6-name2semantic",
+            features_digest="official-4-cnhubert",
+            fp16=False,
+            random=False,
+        )
+        atomic_write_json(layout.semantic_stamp, sem.to_dict())
+    if any(c.bert for c in clips):
+        stamp = bert_stamp(f"official:{(exp / BERT_DIR).absolute()}", "official-3-bert", False, cfg)
+        atomic_write_json(layout.bert_stamp, stamp)

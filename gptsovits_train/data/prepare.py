@@ -717,7 +717,14 @@ def _check_out_dir(layout: DatasetLayout, inputs: Sequence[Path]) -> None:
 def _clear_outputs(layout: DatasetLayout) -> None:
     """--force: delete what an earlier run wrote (only the dataset's own paths)."""
     if layout.root.is_dir():
-        for d in (layout.wavs_dir, layout.spec_dir, layout.ssl_dir, layout.work_dir):
+        for d in (
+            layout.wavs_dir,
+            layout.spec_dir,
+            layout.ssl_dir,
+            layout.semantic_dir,
+            layout.bert_dir,
+            layout.work_dir,
+        ):
             if d.is_dir():
                 shutil.rmtree(d)
         for f in (
@@ -783,6 +790,9 @@ def default_post_audio_stages(cfg: Config) -> list[Stage]:
        no features and `fit` refuses it with a message saying what to run.
     3. sv (v2Pro/v2ProPlus): speaker-verification features in `sv/<id>.npy`
        (`features.sv_extract.extract_sv_features`), only when `cfg.prepare.features.sv` names a model.
+    4. only when `cfg.prepare.stages` names "gpt": semantic codes in `semantic/<id>.npy`
+       (`features.semantic.extract_semantic`, from the HuBERT features) and BERT features of zh clips in
+       `bert/<id>.npy` (`features.bert.extract_bert`).
     An ASR stage, when asked for, runs before these (see `data/prepare_request.py`).
     """
     from gptsovits_train.data.phonemize import phonemize_clips
@@ -803,6 +813,11 @@ def default_post_audio_stages(cfg: Config) -> list[Stage]:
             cfg.model.version,
             cfg.model.version,
         )
+    if "gpt" in cfg.prepare.stages:
+        from gptsovits_train.features.bert import extract_bert
+        from gptsovits_train.features.semantic import extract_semantic
+
+        stages += [extract_semantic, extract_bert]
     return stages
 
 

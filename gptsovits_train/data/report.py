@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptsovits_train.data.gpt_view import gpt_report
 from gptsovits_train.data.manifest import Clip, write_manifest
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.errors import GsvError
@@ -73,7 +74,7 @@ class PrepareReport:
         return len(self.warnings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "out_dir": self.out_dir,
             "slice_only": self.slice_only,
             "clips": self.n_clips,
@@ -93,6 +94,10 @@ class PrepareReport:
             "skipped": [s.to_dict() for s in self.skipped],
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        gpt = gpt_report(self.out_dir, self.clips, self.skipped)  # only for datasets prepared for the GPT
+        if gpt is not None:
+            out["gpt"] = gpt
+        return out
 
 
 def write_report_json(path: Path | str, report: PrepareReport) -> Path:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
@@ -56,3 +57,25 @@ def stage_name(stage: Stage) -> str:
     if isinstance(name, str) and name:
         return name
     return getattr(stage, "__name__", type(stage).__name__)
+
+
+def drop_failed(
+    clips: list[Clip], failed: dict[str, str], stage: str, warnings: list[WarningItem] | None = None
+) -> StageResult:
+    """The `StageResult` of a stage that failed the clips in `failed` (clip id -> reason): the other clips
+    in their order, and a `Skipped(id, reason, stage)` per failed clip."""
+    kept = [c for c in clips if c.id not in failed]
+    skipped = [Skipped(c.id, failed[c.id], stage) for c in clips if c.id in failed]
+    return StageResult(clips=kept, skipped=skipped, warnings=list(warnings or []))
+
+
+def remove_unlisted(folder: Path, keep_ids: set[str], pattern: str = "*.npy") -> int:
+    """Delete the per-clip files in `folder` whose stem is not in `keep_ids` (clips no longer in the
+    dataset, or that no longer need the file); returns how many were deleted."""
+    removed = 0
+    if folder.is_dir():
+        for f in folder.glob(pattern):
+            if f.stem not in keep_ids:
+                f.unlink()
+                removed += 1
+    return removed

@@ -36,10 +36,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import pickle
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +47,7 @@ import numpy as np
 from gptsovits_train.audio.io import resample
 from gptsovits_train.audio.loudness import peak_mix
 from gptsovits_train.errors import GsvError
+from gptsovits_train.features.model_folder import WEIGHT_FILES, read_model_config, write_folder_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -74,12 +72,7 @@ RANDOM_NOTICE = (
     "a usable voice; use --hubert DIR with chinese-hubert-base (gsv-train download-pretrained) "
     "for real training"
 )
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+_WEIGHT_FILES = WEIGHT_FILES
 
 
 class HubertLoadError(GsvError):
@@ -162,19 +155,8 @@ class LoadedHubert:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise HubertLoadError(
-            f"{path} is not a Hugging Face model folder (no config.json); --hubert takes the "
-            "chinese-hubert-base folder holding config.json and the weights"
-        )
-    try:
-        data = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HubertLoadError(f"{cfg_file} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise HubertLoadError(f"{cfg_file} does not hold a JSON object")
-    return data
+    hint = "--hubert takes the chinese-hubert-base folder holding config.json and the weights"
+    return read_model_config(path, "HuBERT", HubertLoadError, hint)
 
 
 def check_hubert_folder(path: Path | str, hidden_size: int = 768) -> dict[str, Any]:
@@ -342,21 +324,16 @@ def ensure_random_hubert(folder: Path | str, hidden_size: int = 768, seed: int =
             return folder
         except HubertLoadError as exc:
             LOG.warning("rebuilding the random HuBERT in %s (%s)", folder, exc)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = HubertModel(random_hubert_config(hidden_size)).eval()
         model.save_pretrained(str(tmp))
         marker = {"random": True, "seed": seed, "hidden_size": hidden_size, "notice": RANDOM_NOTICE}
         (tmp / RANDOM_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomically(folder, write)
     LOG.info("built a random HuBERT in %s (pipeline check only)", folder)
     return folder
 

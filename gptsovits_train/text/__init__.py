@@ -62,6 +62,7 @@ __all__ = [
     "TextError",
     "g2p",
     "g2p_detailed",
+    "g2p_runs",
     "normalize_language",
     "official_prepare_replace",
     "phones_to_ids",
@@ -138,16 +139,24 @@ def _en(text: str) -> G2PResult:
     return G2PResult(phones, None, norm, _dropped_warnings(dropped, "English"))
 
 
-def _auto(text: str) -> G2PResult:
+def g2p_runs(text: str) -> list[tuple[str, G2PResult]]:
+    """The `auto` path run by run: `[(language, result), ...]` for the Mandarin ("zh") and English ("en")
+    runs of `text` in order (`mixed.split_by_script`), each through its own frontend. Concatenated, the
+    phones are those of `g2p(text, "auto")` before UNK mapping (which keeps their count); the GPT stage
+    uses the runs to give BERT features to the Mandarin runs only, as the official inference does."""
     from gptsovits_train.text.mixed import split_by_script
 
-    parts = split_by_script(text)
-    results = [(_zh(part) if lang == "zh" else _en(part)) for lang, part in parts]
+    return [(lang, _zh(part) if lang == "zh" else _en(part)) for lang, part in split_by_script(text)]
+
+
+def _auto(text: str) -> G2PResult:
+    runs = g2p_runs(text)
+    results = [r for _, r in runs]
     phones = [ph for r in results for ph in r.phones]
     norm = "".join(r.norm_text for r in results)
     warnings = [w for r in results for w in r.warnings]
     word2ph: list[int] | None = None
-    if all(lang == "zh" for lang, _ in parts):
+    if all(lang == "zh" for lang, _ in runs):
         word2ph = [n for r in results for n in (r.word2ph or [])]
     return G2PResult(phones, word2ph, norm, warnings)
 
