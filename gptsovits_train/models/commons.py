@@ -73,14 +73,16 @@ def slice_segments(x: torch.Tensor, ids_start: torch.Tensor, size: int) -> torch
     if ids_start.shape != (x.shape[0],):
         raise ValueError(f"ids_start must have shape ({x.shape[0]},), got {tuple(ids_start.shape)}")
     ids_start = ids_start.to(device=x.device, dtype=torch.long)
-    if bool((ids_start < 0).any()):
-        raise ValueError("slice_segments: negative start index")
-    overflow = int((ids_start.max() + size).item()) - x.shape[2] if x.shape[0] else 0
-    if overflow > 0:
-        x = torch.nn.functional.pad(x, (0, overflow))
+    # No host synchronisation (this runs several times per training step): the negative-start check is
+    # asserted on the device, and steps past the end are clamped and then zeroed instead of padding x
+    # by a data-dependent amount.
+    torch._assert_async((ids_start >= 0).all(), "slice_segments: negative start index")
+    if x.shape[2] == 0:
+        return x.new_zeros(x.shape[0], x.shape[1], size)
     index = ids_start.unsqueeze(1) + torch.arange(size, device=x.device)  # (B, size)
-    index = index.unsqueeze(1).expand(-1, x.shape[1], -1)
-    return torch.gather(x, 2, index)
+    inside = (index < x.shape[2]).unsqueeze(1)  # (B, 1, size)
+    index = index.clamp(max=x.shape[2] - 1).unsqueeze(1).expand(-1, x.shape[1], -1)
+    return torch.where(inside, torch.gather(x, 2, index), x.new_zeros(()))
 
 
 def rand_slice_segments(

@@ -14,6 +14,7 @@ weights or call `ResidualVectorQuantizer.initialize_random_()` (tests, benchmark
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,8 +46,18 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed", torch.zeros(codebook_size, dim))
         self.register_buffer("embed_avg", torch.zeros(codebook_size, dim))
 
+        # `inited` is read on the host once and cached (a read per forward would synchronise the GPU every
+        # training step); loading a state dict or initialising clears the cache.
+        self._known_initialized = False
+
     def is_initialized(self) -> bool:
-        return bool(self.inited.item() > 0)
+        if not self._known_initialized:
+            self._known_initialized = bool(self.inited.item() > 0)
+        return self._known_initialized
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._known_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def initialize_random_(self, generator: torch.Generator | None = None) -> None:
@@ -58,6 +69,7 @@ class EuclideanCodebook(nn.Module):
         self.embed_avg.copy_(values)
         self.cluster_size.zero_()
         self.inited.fill_(1.0)
+        self._known_initialized = False
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest code (Euclidean) of each row: `(N, D) -> (N,)` int64."""

@@ -249,7 +249,9 @@ class SovitsStage:
             betas=t.betas,
             eps=t.eps,
             weight_decay=t.weight_decay,
-            foreach=True,  # multi-tensor update (torch's default on CUDA; much faster than the loop on CPU)
+            # fused kernels (CUDA and CPU): the fastest update, and a non-finite step is skipped on the device
+            # (`found_inf`, see step.skip_if_bad) without reading a flag back to the host
+            fused=True,
         )
         self.optim_d = torch.optim.AdamW(
             self.d_params,
@@ -257,7 +259,7 @@ class SovitsStage:
             betas=t.betas,
             eps=t.eps,
             weight_decay=t.weight_decay,
-            foreach=True,
+            fused=True,
         )
         self.optimizers = {"g": self.optim_g, "d": self.optim_d}
         self.scaler = make_scaler(device, self.precision)

@@ -33,7 +33,7 @@ from gptsovits_train.models.losses import (
     mel_l1_loss,
 )
 from gptsovits_train.train.dataset import Batch
-from gptsovits_train.train.distributed import DistContext, all_true
+from gptsovits_train.train.distributed import DistContext
 from gptsovits_train.train.precision import Precision, autocast, full_precision
 
 LOG = logging.getLogger(__name__)
@@ -62,8 +62,13 @@ def _grad_norm(params: Sequence[torch.nn.Parameter], clip: float | None) -> torc
     return torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False)
 
 
-def _finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
+def _all_ranks(flag: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """`flag` (a 0-dim bool tensor) and-ed over every DDP rank, on the device: no host synchronisation."""
+    if not ctx.distributed:
+        return flag
+    as_int = flag.to(torch.int32)
+    torch.distributed.all_reduce(as_int, op=torch.distributed.ReduceOp.MIN)
+    return as_int.bool()
 
 
 def _backward_and_update(
@@ -73,19 +78,48 @@ def _backward_and_update(
     scaler: torch.amp.GradScaler,
     clip: float | None,
     ctx: DistContext,
-) -> tuple[bool, torch.Tensor]:
-    """Scaled backward, unscale, gradient norm (clipped when `clip` is set), and the update when finite.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled backward, unscale, gradient norm (clipped when `clip` is set), and the update unless the
+    step is non-finite — decided on the device, without reading anything back to the host.
 
-    Returns whether the update was applied (on every DDP rank alike) and the total gradient norm. With an
-    fp16 scaler, inf gradients are the scaler's own overflow handling (it skips the update itself).
+    Returns `ok` (0-dim bool tensor, the same on every DDP rank: the update was applied, as far as the NaN
+    guard is concerned) and the total gradient norm.
+
+    - fp32/bf16: `ok = finite(loss) and finite(grad norm)`; a non-finite step is skipped by handing the
+      optimizer `found_inf` (fused AdamW then leaves weights, moments and its step count untouched).
+    - fp16: a non-finite loss poisons the gradients before `unscale_`, so that the grad scaler skips the
+      update and lowers its scale; inf gradients alone are the scaler's normal overflow handling and do
+      not count as a non-finite step (`ok = finite(loss)`), as before.
     """
     scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    gnorm = _grad_norm(params, clip)
-    ok = all_true(_finite(loss) and (scaler.is_enabled() or _finite(gnorm)), ctx)
-    if ok:
+    loss_ok = torch.isfinite(loss.detach())
+    grads = [p.grad for p in params if p.grad is not None]
+    if scaler.is_enabled():
+        loss_ok = _all_ranks(loss_ok, ctx)
+        if grads:  # +NaN where the loss is not finite, +0 otherwise
+            torch._foreach_add_(grads, torch.where(loss_ok, 0.0, math.nan).to(grads[0].dtype))
+        scaler.unscale_(optimizer)
+        gnorm = _grad_norm(params, clip)
         scaler.step(optimizer)
+        return loss_ok, gnorm
+    gnorm = _grad_norm(params, clip)
+    ok = _all_ranks(loss_ok & torch.isfinite(gnorm), ctx)
+    skip_if_bad(optimizer, ok)
     return ok, gnorm
+
+
+def skip_if_bad(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """`optimizer.step()`, skipped on the device when `ok` is False (fused optimizers read `found_inf`;
+    any other optimizer makes this read `ok` on the host)."""
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        opt: Any = optimizer
+        opt.grad_scale, opt.found_inf = None, (~ok).float()
+        try:
+            optimizer.step()
+        finally:
+            del opt.grad_scale, opt.found_inf
+    elif bool(ok):
+        optimizer.step()
 
 
 def train_step(
@@ -148,25 +182,22 @@ def train_step(
     optim_d.zero_grad(set_to_none=True)
     optim_g.zero_grad(set_to_none=True)
 
-    values = {
-        "loss/d": loss_d.item(),
-        "loss/g": loss_g.item(),
-        "loss/mel": loss_mel.item(),
-        "loss/kl": loss_kl.item(),
-        "loss/fm": loss_fm.item(),
-        "loss/gen": loss_gen.item(),
-        "loss/kl_ssl": kl_ssl.item(),
-        "grad_norm/d": gnorm_d.item(),
-        "grad_norm/g": gnorm_g.item(),
-    }
+    # One read-back per step: every logged number and both verdicts in one tensor.
+    names = ["loss/d", "loss/g", "loss/mel", "loss/kl", "loss/fm", "loss/gen", "loss/kl_ssl"]
+    names += ["grad_norm/d", "grad_norm/g"]
+    parts = [loss_d, loss_g, loss_mel, loss_kl, loss_fm, loss_gen, kl_ssl, gnorm_d, gnorm_g, d_ok, g_ok]
     if scaler.is_enabled():
-        values["amp/scale"] = float(scaler.get_scale())
-    if not (d_ok and g_ok):
+        names.append("amp/scale")
+        parts.append(scaler._get_scale_async())  # the scale tensor; get_scale() would read it separately
+    numbers = torch.stack([x.detach().reshape(()).float().to(loss_g.device) for x in parts]).tolist()
+    d_applied, g_applied = bool(numbers[9]), bool(numbers[10])
+    values = dict(zip(names, numbers[:9] + numbers[11:], strict=True))
+    if not (d_applied and g_applied):
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
         LOG.warning(
             "non-finite step skipped (D update %s, G update %s): %s",
-            "kept" if d_ok else "skipped",
-            "kept" if g_ok else "skipped",
+            "kept" if d_applied else "skipped",
+            "kept" if g_applied else "skipped",
             bad or "(scaler overflow)",
         )
-    return StepResult(d_ok=d_ok, g_ok=g_ok, values=values)
+    return StepResult(d_ok=d_applied, g_ok=g_applied, values=values)
