@@ -152,16 +152,13 @@ def test_a_non_finite_generator_step_is_skipped_like_before(setup):
 
     runs, G0, _ = _run_both(setup, poison)
     for kind in ("reference", "optimised"):
-        d_ok, g_ok, values, G, _ = runs[kind]
+        _, g_ok, values, G, _ = runs[kind]
         assert g_ok is False, kind
         assert math.isnan(values["loss/g"]), kind
         for (name, p0), p in zip(G0.named_parameters(), G.parameters(), strict=True):
             if name != "dec.conv_post.weight":
                 assert torch.equal(p0, p), f"{kind}: {name} changed in a skipped step"
-    # fused AdamW skipped on the device: its step count did not advance
-    _, _, _, OG, _ = runs["optimised"]
-    assert runs["optimised"][0] == runs["reference"][0]
-    del OG
+    assert runs["optimised"][0] == runs["reference"][0]  # the discriminator's verdict agrees too
 
 
 def test_fp16_style_scaler_path_skips_a_nan_loss_and_lowers_the_scale():
