@@ -60,7 +60,7 @@ from gptsovits_train.checkpoints.version import (
 )
 from gptsovits_train.config import AudioConfig, Config, ModelConfig
 from gptsovits_train.errors import GsvError
-from gptsovits_train.fileio import atomic_write_json, atomic_write_with
+from gptsovits_train.fileio import OutputWriteError, atomic_write_json, atomic_write_with
 from gptsovits_train.layout import RunLayout
 
 LOG = logging.getLogger(__name__)
@@ -411,13 +411,18 @@ def export_best(
 
     try:
         _write_file(target, data)
+    except OutputWriteError as exc:  # full disk / unwritable folder, named by the file-writing layer
+        raise OutputWriteError(f"{exc}; nothing was written") from None
     except OSError as exc:
         raise _os_error(target, exc) from None
     try:
         atomic_write_json(manifest_target, manifest)
-    except OSError as exc:
+    except (OSError, OutputWriteError) as exc:
         target.unlink(missing_ok=True)  # never leave an export without its manifest
-        reason = "no space left on device" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
+        if isinstance(exc, OutputWriteError):
+            reason = str(exc)
+        else:
+            reason = "no space left on device" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
         raise GsvError(
             f"could not write the manifest {manifest_target}: {reason}; the export {target} was removed again"
         ) from None
