@@ -358,7 +358,7 @@ class TrainConfig(_Section):
     val_audio_samples: int = Field(2, ge=0)  # validation clips whose audio/mels go to TensorBoard
     # report.html: the first N validation clips, heard at every validated epoch (0 = no audio in the report)
     listen_clips: int = Field(3, ge=0)
-    # report audio under listen/: Ogg Vorbis 32 kHz (~0.47 MB per minute of audio) or 16-bit WAV (3.84 MB/min)
+    # report audio under listen/: Ogg Vorbis 32 kHz (~0.5-0.6 MB per minute of audio) or 16-bit WAV (3.84 MB)
     listen_format: Literal["ogg", "wav"] = "ogg"
     # ERes2NetV2 speaker-verification weights (pretrained_eres2netv2w24s4ep4.ckpt, any SoVITS version) for
     # the `val/spk_sim` validation metric; `random-tiny` = seeded random model (plumbing tests); null = off

@@ -161,6 +161,7 @@ def test_live_report_follows_the_run(tmp_path):
     for src in sources:
         wave, sr = sf.read(layout.root / src, dtype="float32")
         assert sr == SR and len(wave) > 0
+    assert len(list(layout.ckpt_dir.glob("epoch_*.pt"))) == 2  # checkpoints pruned to the top 2; audio kept
     for epoch in range(1, 6):
         for i, cid in enumerate(val_ids[:2]):
             wave, _ = sf.read(layout.listen_sample(epoch, cid, "ogg"), dtype="float32")

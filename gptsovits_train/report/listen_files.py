@@ -8,7 +8,8 @@ happens to the checkpoints.
 
 Audio formats (both play in current browsers from a local file):
 
-- `ogg`: Ogg Vorbis at the model's 32 kHz, about 0.47 MB per minute of speech (measured on LJSpeech);
+- `ogg`: Ogg Vorbis at the model's 32 kHz: 0.47 MB per minute of real speech (LJSpeech), 0.59 MB per
+  minute of the demo's generated audio;
 - `wav`: 16-bit PCM WAV at 32 kHz, exactly 3.84 MB per minute (32000 samples/s x 2 bytes); lossless, and
   the one to choose for browsers without Ogg (Safari before 18.4).
 """

@@ -41,6 +41,8 @@ from gptsovits_train.train.metrics import plot_curves, read_metrics
 LOG = logging.getLogger(__name__)
 
 DEFAULT_MONITOR = "val/mel"
+#: How the page names a stage (`Stage.name` -> title); other names are shown as they are.
+STAGE_TITLES = {"sovits": "SoVITS", "gpt": "GPT"}
 
 
 @dataclass
@@ -179,6 +181,10 @@ img.curves{max-width:100%;height:auto;border:1px solid #eee}
 """
 
 
+def _stage_title(name: str) -> str:
+    return STAGE_TITLES.get(name, name)
+
+
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
@@ -196,7 +202,7 @@ def _facts(files: RunFiles) -> list[tuple[str, str]]:
     start = next((e for e in files.events if e.get("event") == "start"), {})
     facts: list[tuple[str, str]] = [("run folder", files.layout.root.name)]
     if files.index is not None:
-        facts.append(("stage", files.index.stage))
+        facts.append(("stage", _stage_title(files.index.stage)))
     if files.config:
         digest = s.get("config_digest") if s else None
         facts.append(("config", "config.yaml" + (f" (sha256 {str(digest)[:12]})" if digest else "")))
@@ -330,7 +336,7 @@ def _grid(files: RunFiles) -> str:
 def render_report(files: RunFiles) -> str:
     """The page's HTML (deterministic: no time stamps)."""
     title = f"gsv-train report: {files.layout.root.name}"
-    stage = f"{files.index.stage} " if files.index else ""
+    stage = f"{_stage_title(files.index.stage)} " if files.index else ""
     facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _facts(files))
     png = _curves_png(files)
     curves = (
