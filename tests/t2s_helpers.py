@@ -30,5 +30,10 @@ def fixture_batch(fx: dict[str, Any], group: str = "batch") -> dict[str, torch.T
 
 def forward_batch(model: Text2SemanticDecoder, b: dict[str, torch.Tensor], **kw: Any) -> Any:
     return model(
-        b["phoneme_ids"], b["phoneme_ids_len"], b["semantic_ids"], b["semantic_ids_len"], b["bert_feature"], **kw
+        b["phoneme_ids"],
+        b["phoneme_ids_len"],
+        b["semantic_ids"],
+        b["semantic_ids_len"],
+        b["bert_feature"],
+        **kw,
     )

@@ -24,7 +24,9 @@ from tests.t2s_helpers import TINY, load_fixture
 def _official_like(path: Path, state: dict[str, torch.Tensor], **extra: Any) -> Path:
     """A file shaped like the official pretrained s1 / export (OrderedDict, 'model.' keys, fp16)."""
     weight = OrderedDict((f"model.{k}", v.half()) for k, v in state.items())
-    torch.save({"weight": weight, "config": {"model": TINY.to_official(), "data": {"max_sec": 54}}, **extra}, path)
+    torch.save(
+        {"weight": weight, "config": {"model": TINY.to_official(), "data": {"max_sec": 54}}, **extra}, path
+    )
     return path
 
 
@@ -55,7 +57,7 @@ def test_missing_prefix_missing_key_and_wrong_shape_are_refused(tmp_path: Path) 
     state = Text2SemanticDecoder(TINY).state_dict()
     no_prefix = tmp_path / "noprefix.ckpt"
     torch.save({"weight": {k: v.half() for k, v in state.items()}}, no_prefix)
-    with pytest.raises(CheckpointError, match="'model.' prefix"):
+    with pytest.raises(CheckpointError, match=r"'model\.' prefix"):
         read_gpt_weights(no_prefix)
 
     missing = dict(state)
@@ -69,7 +71,9 @@ def test_missing_prefix_missing_key_and_wrong_shape_are_refused(tmp_path: Path) 
 
 
 def test_v1_is_told_by_phoneme_vocab(tmp_path: Path) -> None:
-    v1 = Text2SemanticDecoder(T2SModelConfig(embedding_dim=16, hidden_dim=16, head=2, n_layer=1, phoneme_vocab_size=512))
+    v1 = Text2SemanticDecoder(
+        T2SModelConfig(embedding_dim=16, hidden_dim=16, head=2, n_layer=1, phoneme_vocab_size=512)
+    )
     assert read_gpt_weights(_official_like(tmp_path / "v1.ckpt", v1.state_dict())).version == "v1"
 
 

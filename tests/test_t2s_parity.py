@@ -135,7 +135,9 @@ def test_official_text_mask_reproduces_the_padding_quirk(fx: dict[str, Any]) -> 
     with torch.no_grad():
         r = forward_batch(model, b, text_mask="official")
     per_item = torch.nn.functional.cross_entropy(r.logits.transpose(1, 2), r.targets, reduction="none").sum(1)
-    torch.testing.assert_close(per_item, fx["outputs"]["pad_quirk/batch_loss_per_item"], rtol=LOSS_REL, atol=0)
+    torch.testing.assert_close(
+        per_item, fx["outputs"]["pad_quirk/batch_loss_per_item"], rtol=LOSS_REL, atol=0
+    )
     singles = fx["outputs"]["pad_quirk/single_losses"]
     assert abs(float(per_item[1] - singles[1])) > 1.0  # the shorter item is hurt (official: 1.98 nats)
 
@@ -154,7 +156,9 @@ def test_per_item_text_mask_gives_every_item_its_single_loss(fx: dict[str, Any])
     ("run", "prompt_len", "rep"),
     [("prompt_rep1.35", 10, 1.35), ("prompt_rep1.0", 10, 1.0), ("ref_free_rep1.35", 0, 1.35)],
 )
-def test_greedy_decode_tokens_match_official(fx: dict[str, Any], run: str, prompt_len: int, rep: float) -> None:
+def test_greedy_decode_tokens_match_official(
+    fx: dict[str, Any], run: str, prompt_len: int, rep: float
+) -> None:
     model = fixture_model(fx)
     inputs = fx["inputs"]
     bert = fixture_batch(fx)["bert_feature"][1:2]

@@ -35,7 +35,7 @@ from gptsovits_train import __version__
 from gptsovits_train.checkpoints.serialization import load_torch_file, to_plain
 from gptsovits_train.checkpoints.state_dict import KeyReport, compare_state_dicts, load_state_dict_strict
 from gptsovits_train.errors import CheckpointError, GsvError
-from gptsovits_train.fileio import atomic_write_json, atomic_write_with
+from gptsovits_train.fileio import atomic_write_bytes, atomic_write_json
 
 LOG = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ GptKind = Literal["official-export", "pretrained", "state-dict"]
 
 
 def gpt_version_from_vocab(phoneme_vocab_size: int) -> str | None:
-    """"v1" (512 phonemes) or "v2" (732; also v2Pro/v2ProPlus/v3/v4 GPT files), None otherwise."""
+    """ "v1" (512 phonemes) or "v2" (732; also v2Pro/v2ProPlus/v3/v4 GPT files), None otherwise."""
     return GPT_PHONEME_VOCAB.get(int(phoneme_vocab_size))
 
 
@@ -160,7 +160,7 @@ def gpt_export_name(name: str, epoch: int) -> str:
 
 
 def gpt_export_weight(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The official ``weight`` entry: every key with the ``model.`` prefix, fresh fp16 CPU copies, in order."""
+    """The official ``weight`` entry: every key with the ``model.`` prefix, fresh fp16 CPU copies."""
     return {
         MODEL_PREFIX + k: v.detach().to(device="cpu", dtype=torch.float16, copy=True).contiguous()
         for k, v in state.items()
@@ -178,7 +178,7 @@ def _self_check(data: bytes, weight: Mapping[str, torch.Tensor]) -> None:
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise RuntimeError(f"GPT export self-check failed: not loadable with weights_only=True ({exc})") from exc
+        raise RuntimeError(f"GPT export self-check failed: weights_only=True load failed ({exc})") from exc
     if set(loaded) != {"weight", "config", "info"} or list(loaded["weight"]) != list(weight):
         raise RuntimeError("GPT export self-check failed: written keys differ from the intended ones")
     if any(t.dtype != torch.float16 for t in loaded["weight"].values()):
@@ -244,7 +244,7 @@ def write_gpt_export(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     try:
-        atomic_write_with(target, lambda fh: fh.write(data))
+        atomic_write_bytes(target, data)
     except OSError as exc:
         raise GsvError(f"could not write {target}: {_reason(exc)}; nothing was written") from None
     try:

@@ -132,7 +132,7 @@ class ScaledAdam(torch.optim.Optimizer):
     def _step_one(self, group: dict[str, Any], p: torch.Tensor, state: dict[str, Any], scale: float) -> None:
         grad = self._grad(p)
         step = int(state["step"])
-        beta1, beta2 = group["betas"]
+        beta1 = group["betas"][0]
         delta: torch.Tensor = state["delta"]
         delta.mul_(beta1)
         if p.numel() > 1:
@@ -167,7 +167,9 @@ class ScaledAdam(torch.optim.Optimizer):
         state["delta"].add_(p * scale_step, alpha=1 - beta1)
 
     @staticmethod
-    def _tensor_update(group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any]) -> None:
+    def _tensor_update(
+        group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any]
+    ) -> None:
         beta1, beta2 = group["betas"]
         avg_sq: torch.Tensor = state["exp_avg_sq"]
         avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -179,7 +181,9 @@ class ScaledAdam(torch.optim.Optimizer):
         p.add_(state["delta"])
 
     @staticmethod
-    def _scalar_update(group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any]) -> None:
+    def _scalar_update(
+        group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any]
+    ) -> None:
         beta1, beta2 = group["betas"]
         lr = group["lr"] * group["scalar_lr_scale"]
         avg_sq: torch.Tensor = state["exp_avg_sq"]
@@ -221,7 +225,12 @@ class OfficialS1LR:
         self.steps_done += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"first_lr": self.first_lr, "lr": self.lr, "factor": self.factor, "steps_done": self.steps_done}
+        return {
+            "first_lr": self.first_lr,
+            "lr": self.lr,
+            "factor": self.factor,
+            "steps_done": self.steps_done,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.first_lr = float(state["first_lr"])
