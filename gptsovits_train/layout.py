@@ -11,8 +11,13 @@ Dataset folder (written by `gsv-train prepare`)::
       wavs/<id>.wav           32 kHz mono int16 clips
       spec/<id>.npy           linear spectrogram (1025, T) float16, T = floor(samples / 640)
       ssl/<id>.npy            HuBERT content features (768, T) float16, aligned to the spectrogram
+      semantic/<id>.npy       (GPT stage) 25 Hz semantic codes (T_hubert // 2,) int64, from ssl_proj + RVQ
+      bert/<id>.npy           (GPT stage, zh clips) BERT features (1024, n_phones) float16
       .work/                  per-source progress records that make a second run resume
       .work/features.json     the HuBERT model that made ssl/ (digest; random-tiny flag)
+      .work/semantic.json     the ssl_proj + quantizer that made semantic/ (digest; random-tiny flag)
+      .work/bert.json         the BERT model that made bert/ (digest; random-tiny flag)
+      .work/random-bert/      the seeded random BERT of `random-tiny` runs (pipeline check only)
       .work/random-hubert/    the seeded random HuBERT of `random-tiny` runs (pipeline check only)
       .work/asr/<id>.json     ASR results (text, language) of clips that had no transcript
       .work/official_import.json  the official experiment folder a `--from-official` dataset came from
@@ -79,6 +84,14 @@ class DatasetLayout:
         return self.root / "ssl"
 
     @property
+    def semantic_dir(self) -> Path:
+        return self.root / "semantic"
+
+    @property
+    def bert_dir(self) -> Path:
+        return self.root / "bert"
+
+    @property
     def work_dir(self) -> Path:
         return self.root / ".work"
 
@@ -91,6 +104,14 @@ class DatasetLayout:
     def ssl(self, clip_id: str) -> Path:
         return self.ssl_dir / f"{clip_id}.npy"
 
+    def semantic(self, clip_id: str) -> Path:
+        """25 Hz semantic codes of one clip (GPT stage): 1-D integers, length T_hubert // 2."""
+        return self.semantic_dir / f"{clip_id}.npy"
+
+    def bert(self, clip_id: str) -> Path:
+        """BERT features of one zh clip (GPT stage): (1024, n_phones) float16."""
+        return self.bert_dir / f"{clip_id}.npy"
+
     def source_record(self, source_key: str) -> Path:
         """Progress record of one source file (its clips are done when this exists)."""
         return self.work_dir / "sources" / f"{source_key}.json"
@@ -99,6 +120,21 @@ class DatasetLayout:
     def features_stamp(self) -> Path:
         """Which HuBERT model made `ssl/*.npy` (features of another model are recomputed, not reused)."""
         return self.work_dir / "features.json"
+
+    @property
+    def semantic_stamp(self) -> Path:
+        """Which ssl_proj + quantizer made `semantic/*.npy` (codes of other weights are recomputed)."""
+        return self.work_dir / "semantic.json"
+
+    @property
+    def bert_stamp(self) -> Path:
+        """Which BERT model made `bert/*.npy`."""
+        return self.work_dir / "bert.json"
+
+    @property
+    def random_bert_dir(self) -> Path:
+        """The seeded random BERT of `prepare.bert.model: random-tiny` (pipeline checks only)."""
+        return self.work_dir / "random-bert"
 
     @property
     def random_hubert_dir(self) -> Path:

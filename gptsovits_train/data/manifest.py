@@ -19,6 +19,9 @@ Fields (see README "Dataset folder"):
     word2ph    phones per character (zh), else null
     norm_text  normalised text the phones were made from
     text_version  symbol table version of phone_ids (v1 | v2)
+    semantic   (GPT stage) 25 Hz semantic codes file (semantic/<id>.npy), relative, or null
+    bert       (GPT stage) BERT features file (bert/<id>.npy), relative; null for clips without one
+               (non-zh clips: the GPT uses zeros, as official)
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Clip:
     word2ph: list[int] | None = None
     norm_text: str | None = None
     text_version: str | None = None
+    semantic: str | None = None
+    bert: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
