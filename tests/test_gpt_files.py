@@ -129,3 +129,28 @@ def test_full_size_export_key_list_equals_official(reference_dir: Path) -> None:
     assert keys == official
     small = gpt_export_weight(Text2SemanticDecoder(TINY).state_dict())
     assert list(small) == [f"model.{k}" for k in Text2SemanticDecoder(TINY).state_dict()]
+
+
+def test_inspect_recognises_gpt_files_v1_and_v2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gptsovits_train.cli import app
+
+    v2 = _official_like(tmp_path / "voice-e3.ckpt", Text2SemanticDecoder(TINY).state_dict(), info="GPT-e3")
+    v1_cfg = T2SModelConfig(embedding_dim=16, hidden_dim=16, head=2, n_layer=1, phoneme_vocab_size=512)
+    v1 = tmp_path / "v1.ckpt"
+    weight = {f"model.{k}": v.half() for k, v in Text2SemanticDecoder(v1_cfg).state_dict().items()}
+    torch.save({"weight": weight, "config": {"model": v1_cfg.to_official()}}, v1)
+    runner = CliRunner()
+    r2 = runner.invoke(app, ["inspect", str(v2)])
+    assert r2.exit_code == 0, r2.output
+    assert "GPT (s1) official-export" in r2.output and "version:     v2" in r2.output
+    assert "GPT-e3" in r2.output and "(strict): yes" in r2.output
+    r1 = runner.invoke(app, ["inspect", str(v1), "--no-load"])
+    assert r1.exit_code == 0, r1.output
+    assert "version:     v1" in r1.output and "pretrained" in r1.output
+    broken = tmp_path / "broken.ckpt"
+    weight.pop("model.ar_predict_layer.weight")
+    torch.save({"weight": weight, "config": {"model": v1_cfg.to_official()}}, broken)
+    rb = runner.invoke(app, ["inspect", str(broken)])
+    assert rb.exit_code == 1 and "1 missing" in rb.output

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -36,6 +36,9 @@ from gptsovits_train.checkpoints.serialization import load_torch_file, to_plain
 from gptsovits_train.checkpoints.state_dict import KeyReport, compare_state_dicts, load_state_dict_strict
 from gptsovits_train.errors import CheckpointError, GsvError
 from gptsovits_train.fileio import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from gptsovits_train.models.t2s.decoder import T2SModelConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -262,3 +265,95 @@ def _reason(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
     return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+# ----------------------------------------------------------------------------------------- inspect
+def t2s_config_from_file(wf: GptWeightsFile) -> tuple[T2SModelConfig, str]:
+    """The decoder config a GPT file needs, and where it came from.
+
+    Its ``config["model"]`` when present, else read from the tensor shapes (the head count, which shapes
+    cannot tell, then defaults to the official 16).
+    """
+    from gptsovits_train.models.t2s.decoder import T2SModelConfig
+
+    model = (wf.config or {}).get("model")
+    if isinstance(model, dict):
+        try:
+            return T2SModelConfig.from_official(model), "the file's config (model section)"
+        except ValueError as exc:
+            raise CheckpointError(f"{wf.path}: its config does not describe a GPT model ({exc})") from None
+    try:
+        hidden = int(wf.state["bert_proj.weight"].shape[0])
+        vocab = int(wf.state["ar_audio_embedding.word_embeddings.weight"].shape[0])
+    except KeyError as exc:
+        raise CheckpointError(f"{wf.path}: GPT key {exc} missing; cannot tell the model size") from None
+    layers = {int(k.split(".")[2]) for k in wf.state if k.startswith("h.layers.")}
+    heads = 16 if hidden % 16 == 0 else 1
+    cfg = T2SModelConfig(
+        vocab_size=vocab,
+        phoneme_vocab_size=wf.phoneme_vocab_size,
+        embedding_dim=hidden,
+        hidden_dim=hidden,
+        head=heads,
+        n_layer=len(layers),
+        EOS=vocab - 1,
+    )
+    return cfg, "tensor shapes (no config in the file)"
+
+
+def inspect_gpt_lines(path: Path | str, *, load: bool = True) -> tuple[list[str], bool]:
+    """`gsv-train inspect` for GPT files: report lines and whether the file loads strictly."""
+    from gptsovits_train.checkpoints.serialization import sniff_file
+    from gptsovits_train.models.t2s.decoder import Text2SemanticDecoder
+
+    path = Path(path)
+    kind = sniff_file(path)
+    wf = read_gpt_weights(path)
+    dtypes: dict[str, int] = {}
+    for t in wf.state.values():
+        name = str(t.dtype).removeprefix("torch.")
+        dtypes[name] = dtypes.get(name, 0) + 1
+    n_elements = sum(int(t.numel()) for t in wf.state.values())
+    lines = [
+        f"file:        {path} ({kind.size:,} bytes, {kind.size / 1024:,.1f} KiB)",
+        f"kind:        GPT (s1) {wf.kind}",
+        f"container:   {kind.container}, first bytes {kind.header_text!r}",
+        f"version:     {wf.version or 'unknown'} "
+        f"(phoneme_vocab_size {wf.phoneme_vocab_size}: 512 = v1, 732 = v2)",
+        f"keys:        {len(wf.state)} ({', '.join(f'{k} x{v}' for k, v in sorted(dtypes.items()))})",
+        f"info:        {wf.info if wf.info is not None else '-'}",
+        f"epoch:       {wf.epoch if wf.epoch is not None else '-'}",
+        f"elements:    {n_elements:,}",
+    ]
+    ok = False
+    try:
+        cfg, how = t2s_config_from_file(wf)
+        lines.append(
+            f"config:      {how}: {cfg.n_layer} layers, {cfg.hidden_dim} dims, {cfg.head} heads, "
+            f"vocab {cfg.vocab_size}/{cfg.phoneme_vocab_size}"
+        )
+        if (wf.config or {}).get("data", {}).get("max_sec") is None and wf.kind == "official-export":
+            lines.append("warning:     config lacks data.max_sec, which the official inference reads")
+        with torch.device("cpu" if load else "meta"):
+            model = Text2SemanticDecoder(cfg)
+        report = compare_state_dicts(model.state_dict(), wf.state)
+        if load and report.ok:
+            report = load_state_dict_strict(model, wf.state, what=str(path))
+        ok = report.ok
+        verdict = "yes" if ok else "NO"
+        lines.append(f"loads into our Text2SemanticDecoder (strict): {verdict} - {report.summary()}")
+    except (CheckpointError, ValueError) as exc:
+        lines.append(f"loads into our Text2SemanticDecoder (strict): NO - {exc}")
+    return lines, ok
+
+
+def is_gpt_file(path: Path | str) -> bool:
+    """True when `path` is a torch file holding GPT (s1) weights (reads it with the safe loader)."""
+    try:
+        obj = load_torch_file(path)
+    except CheckpointError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    weight = obj.get("weight")
+    return is_gpt_state(weight) if isinstance(weight, dict) else is_gpt_state(obj)

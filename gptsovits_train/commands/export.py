@@ -61,7 +61,11 @@ def export_best_command(
 @app.command("inspect")
 def inspect_command(
     file: Annotated[
-        Path, typer.Argument(help="A SoVITS weight file (export, pretrained, G_*.pth, run checkpoint).")
+        Path,
+        typer.Argument(
+            help="A SoVITS weight file (export, pretrained, G_*.pth, run checkpoint) or a GPT (s1) file "
+            "(GPT_weights export, pretrained s1 .ckpt)."
+        ),
     ],
     no_load: Annotated[
         bool,
@@ -74,8 +78,19 @@ def inspect_command(
     Exits with 1 when the file does not load strictly into our model (exports may lack enc_q).
     """
     configure_logging(quiet=quiet)
+    from gptsovits_train.checkpoints.gpt_files import inspect_gpt_lines, is_gpt_file
     from gptsovits_train.checkpoints.inspect import inspect_weights
 
+    if file.is_file() and is_gpt_file(file):
+        try:
+            lines, ok = inspect_gpt_lines(file, load=not no_load)
+        except GsvError as exc:
+            raise fail(str(exc)) from None
+        for line in lines:
+            typer.echo(line)
+        if not ok:
+            raise typer.Exit(1)
+        return
     try:
         report = inspect_weights(file, load=not no_load)
     except GsvError as exc:
