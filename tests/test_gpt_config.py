@@ -1,0 +1,43 @@
+"""The `gpt` config section and `stages`: official values, no-effect official fields refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gptsovits_train.config import ConfigError, load_config
+
+
+def test_gpt_model_defaults_are_the_official_v2_model(reference_dir: Path) -> None:
+    official = json.loads((reference_dir / "t2s_v2_state.json").read_text())["config"]
+    ours = load_config().gpt
+    for key in ("vocab_size", "phoneme_vocab_size", "embedding_dim", "hidden_dim", "head", "n_layer", "EOS"):
+        assert getattr(ours.model, key) == official["model"][key], key
+    assert ours.batch_size == official["train"]["batch_size"]
+    assert ours.max_sec == official["data"]["max_sec"]
+    assert (ours.first_lr, ours.lr) == (0.01, 0.002)  # facts §9: the effective LR, not the yaml's schedule
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("gpt.model.linear_units=2048", "unknown key 'gpt.model.linear_units'"),
+        ("gpt.optimizer={}", "unknown key 'gpt.optimizer'"),
+        ("gpt.model.EOS=5", "EOS must be vocab_size - 1"),
+        ("gpt.early_stopping.monitor=val/mel", "must be val/loss"),
+        ("train.early_stopping.monitor=val/loss", "GPT stage's"),
+        ("stages=[gpt,gpt]", "twice"),
+        ("stages=[gpt,tts]", "stages.1"),
+        ("gpt.accumulation=sometimes", "gpt.accumulation"),
+    ],
+)
+def test_bad_gpt_settings_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_stages_default_to_sovits_only() -> None:
+    assert load_config().stages == ["sovits"]
+    assert load_config(None, ["stages=[sovits, gpt]"]).stages == ["sovits", "gpt"]
