@@ -32,7 +32,6 @@ from gptsovits_train.models.t2s import T2SModelConfig, Text2SemanticDecoder  # n
 from gptsovits_train.train.gpt_accumulation import AccumulationRule  # noqa: E402
 from gptsovits_train.train.gpt_data import GptItem, gpt_collate  # noqa: E402
 from gptsovits_train.train.gpt_step import GptStepper  # noqa: E402
-from gptsovits_train.train.scaled_adam import OfficialS1LR  # noqa: E402
 
 
 def make_batch(batch: int, seconds: float, phones_per_sec: float, seed: int = 0) -> object:
@@ -72,7 +71,6 @@ def main() -> None:
     stepper = GptStepper(
         model,
         rule=AccumulationRule("per_epoch", 1),
-        lr=OfficialS1LR(),
         text_mask="official",
         device=device,
         precision=args.precision,

@@ -14,7 +14,6 @@ from gptsovits_train.train.gpt_accumulation import AccumulationRule
 from gptsovits_train.train.gpt_data import GptBatch, GptItem, gpt_collate
 from gptsovits_train.train.gpt_step import GptStepper
 from gptsovits_train.train.gpt_validation import validate_gpt
-from gptsovits_train.train.scaled_adam import OfficialS1LR
 from tests.t2s_helpers import TINY
 
 
@@ -61,7 +60,6 @@ def _stepper(model: Text2SemanticDecoder, mode: str) -> GptStepper:
     return GptStepper(
         model,
         rule=AccumulationRule(mode, 4),  # type: ignore[arg-type]
-        lr=OfficialS1LR(),
         text_mask="official",
         device=torch.device("cpu"),
         precision="fp32",
@@ -194,3 +192,19 @@ def test_validation_metrics_are_per_target_token_and_batch_independent() -> None
         one_by_one.eos_acc,
     )
     assert validate_gpt(model, items) == batched  # deterministic
+
+
+def test_official_lr_keeps_a_plateau_factor_on_top() -> None:
+    from gptsovits_train.train.scaled_adam import OfficialS1LR, ScaledAdam
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = ScaledAdam([p])
+    lr = OfficialS1LR(opt)
+    used = []
+    for i in range(4):
+        if i == 2:  # a plateau reduction / NaN rollback multiplies the group LR
+            opt.param_groups[0]["lr"] *= 0.5
+        used.append(lr.current())
+        lr.step_done()
+    assert used == pytest.approx([0.01, 0.002, 0.001, 0.001])
+    assert lr.factor() == pytest.approx(0.5)

@@ -53,19 +53,19 @@ class GptStepper:
         model: nn.Module,
         *,
         rule: AccumulationRule,
-        lr: OfficialS1LR,
         text_mask: TextMask,
         device: torch.device,
         precision: Precision,
-        optimizer: ScaledAdam | None = None,
+        first_lr: float = 0.01,
+        lr: float = 0.002,
     ) -> None:
         self.model = model
         self.rule = rule
-        self.lr = lr
         self.text_mask = text_mask
         self.device = device
         self.precision = precision
-        self.optimizer = optimizer if optimizer is not None else ScaledAdam(model.parameters())
+        self.optimizer = ScaledAdam(model.parameters())
+        self.lr = OfficialS1LR(self.optimizer, first_lr, lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.pending_batches = 0
 
@@ -113,7 +113,6 @@ class GptStepper:
             LOG.warning("GPT step skipped: no finite batch since the last step")
             self.optimizer.zero_grad(set_to_none=True)
             return False, True
-        self.lr.apply(self.optimizer)
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         finite = all(bool(torch.isfinite(g).all()) for g in grads)

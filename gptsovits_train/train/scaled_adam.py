@@ -198,42 +198,45 @@ class ScaledAdam(torch.optim.Optimizer):
 class OfficialS1LR:
     """The official s1 effective learning rate: `first_lr` for optimizer step 0, `lr` afterwards.
 
-    `factor` multiplies both (the engine's plateau reduction). Set the LR with `apply` right before
-    every optimizer step; `state_dict()/load_state_dict()` for exact resume.
+    The optimizer's param-group LR always holds the LR of the *next* step, so schedules that multiply
+    group LRs (the plateau reduction, a NaN rollback) act as a factor on top: after each step the
+    groups get `base(next step) × (group LR / base(this step))`. `state_dict()` holds the step count
+    (the group LRs are in the optimizer's own state).
     """
 
-    def __init__(self, first_lr: float = 0.01, lr: float = 0.002) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, first_lr: float = 0.01, lr: float = 0.002) -> None:
         if first_lr <= 0 or lr <= 0:
             raise ValueError(f"learning rates must be > 0 (first_lr={first_lr}, lr={lr})")
+        self.optimizer = optimizer
         self.first_lr = first_lr
         self.lr = lr
-        self.factor = 1.0
         self.steps_done = 0
+        for group in optimizer.param_groups:
+            group["lr"] = first_lr
+
+    def base(self, steps_done: int) -> float:
+        """The official LR of the step that follows `steps_done` steps."""
+        return self.first_lr if steps_done == 0 else self.lr
 
     def current(self) -> float:
-        """The LR the next optimizer step uses."""
-        return (self.first_lr if self.steps_done == 0 else self.lr) * self.factor
+        """The LR the next optimizer step uses (first group)."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
-    def apply(self, optimizer: torch.optim.Optimizer) -> float:
-        """Set every group's LR for the coming step; returns it."""
-        lr = self.current()
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+    def factor(self) -> float:
+        """What plateau reductions / rollbacks have multiplied the official LR by."""
+        return self.current() / self.base(self.steps_done)
 
     def step_done(self) -> None:
+        """Call after each optimizer step: moves every group to the next step's LR (factor kept)."""
+        for group in self.optimizer.param_groups:
+            factor = float(group["lr"]) / self.base(self.steps_done)
+            group["lr"] = self.base(self.steps_done + 1) * factor
         self.steps_done += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "first_lr": self.first_lr,
-            "lr": self.lr,
-            "factor": self.factor,
-            "steps_done": self.steps_done,
-        }
+        return {"first_lr": self.first_lr, "lr": self.lr, "steps_done": self.steps_done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.first_lr = float(state["first_lr"])
         self.lr = float(state["lr"])
-        self.factor = float(state["factor"])
         self.steps_done = int(state["steps_done"])
