@@ -43,15 +43,18 @@ class GptValMetrics:
         return {f"{prefix}{k}": float(v) for k, v in asdict(self).items()}
 
 
+SUM_FIELDS = ("loss_sum", "n_targets", "hits1", "hits3", "n_codes", "eos_hits", "n_clips")
+"""The per-rank sums `validation_sums` returns (float64 vector; all-reduce it across ranks)."""
+
+
 @torch.no_grad()
-def validate_gpt(
+def validation_sums(
     model: Text2SemanticDecoder, batches: Iterable[GptBatch], device: torch.device | str = "cpu"
-) -> GptValMetrics:
-    """Evaluate `model` on `batches` (restores the model's train/eval mode afterwards)."""
+) -> torch.Tensor:
+    """`(len(SUM_FIELDS),)` float64 sums over `batches`; restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    n_targets = hits1 = hits3 = n_codes = eos_hits = n_clips = 0
+    sums = torch.zeros(len(SUM_FIELDS), dtype=torch.float64)
     eos = model.eos
     try:
         for batch in batches:
@@ -60,25 +63,45 @@ def validate_gpt(
             logits = out.logits.float()
             ce = F.cross_entropy(logits.transpose(1, 2), out.targets, reduction="none")  # (B, Ty+1)
             valid = out.target_valid
-            loss_sum += ce[valid].double().sum().cpu()
-            n_targets += int(valid.sum())
             code_targets = valid & (out.targets != eos)
             h1, counted = topk_hits(logits, out.targets, 1, code_targets)
             h3, _ = topk_hits(logits, out.targets, 3, code_targets)
-            hits1, hits3, n_codes = hits1 + h1, hits3 + h3, n_codes + counted
             rows = torch.arange(b.size, device=logits.device)
             end_pred = logits[rows, b.semantic_lens].argmax(dim=-1)
-            eos_hits += int((end_pred == eos).sum())
-            n_clips += b.size
+            sums += torch.tensor(
+                [
+                    float(ce[valid].double().sum()),
+                    int(valid.sum()),
+                    h1,
+                    h3,
+                    counted,
+                    int((end_pred == eos).sum()),
+                    b.size,
+                ],
+                dtype=torch.float64,
+            )
     finally:
         model.train(was_training)
-    if n_targets == 0:
+    return sums
+
+
+def metrics_from_sums(sums: torch.Tensor) -> GptValMetrics:
+    """`GptValMetrics` from (all-reduced) `validation_sums`."""
+    v = dict(zip(SUM_FIELDS, sums.tolist(), strict=True))
+    if v["n_targets"] == 0:
         raise ValueError("validation saw no targets (empty validation set)")
     return GptValMetrics(
-        loss=float(loss_sum) / n_targets,
-        top1=hits1 / n_codes if n_codes else 0.0,
-        top3=hits3 / n_codes if n_codes else 0.0,
-        eos_acc=eos_hits / n_clips,
-        n_targets=n_targets,
-        n_clips=n_clips,
+        loss=v["loss_sum"] / v["n_targets"],
+        top1=v["hits1"] / v["n_codes"] if v["n_codes"] else 0.0,
+        top3=v["hits3"] / v["n_codes"] if v["n_codes"] else 0.0,
+        eos_acc=v["eos_hits"] / v["n_clips"],
+        n_targets=int(v["n_targets"]),
+        n_clips=int(v["n_clips"]),
     )
+
+
+def validate_gpt(
+    model: Text2SemanticDecoder, batches: Iterable[GptBatch], device: torch.device | str = "cpu"
+) -> GptValMetrics:
+    """Evaluate `model` on `batches` in one process (see the module docstring)."""
+    return metrics_from_sums(validation_sums(model, batches, device))
