@@ -302,6 +302,20 @@ class GptModelConfig(_Section):
             raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by head {self.head}")
         return self
 
+    @classmethod
+    def from_official(cls, model: dict[str, Any]) -> GptModelConfig:
+        """From an official ``config["model"]`` dict (the official no-effect fields are dropped)."""
+        fields = ("vocab_size", "phoneme_vocab_size", "embedding_dim", "hidden_dim", "head", "n_layer", "EOS")
+        missing = [f for f in fields if f not in model]
+        if missing:
+            raise ValueError(f"official GPT config: model section lacks {missing}")
+        return cls(**{f: int(model[f]) for f in fields})
+
+    def to_official(self) -> dict[str, Any]:
+        """The official ``model`` section (with the official no-effect fields at their v2 values)."""
+        out = self.model_dump(exclude={"layer_dropout"})
+        return {**out, "linear_units": 4 * self.hidden_dim, "dropout": 0, "random_bert": 0}
+
 
 def _gpt_early_stopping() -> EarlyStoppingConfig:
     return EarlyStoppingConfig(monitor="val/loss")

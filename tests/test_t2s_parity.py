@@ -71,7 +71,7 @@ def test_training_forward_matches_official(fx: dict[str, Any]) -> None:
     assert _rel(float(r.loss), float(out["forward/loss"])) <= LOSS_REL
     assert (r.logits - out["forward/logits"]).abs().max() <= LOGITS_ABS
     assert r.acc_top3 == float(out["forward/acc_top3"])
-    per_item = torch.nn.functional.cross_entropy(r.logits.transpose(1, 2), r.targets, reduction="none").sum(1)
+    per_item = _loss_per_item(r)
     torch.testing.assert_close(per_item, out["forward/loss_per_item"], rtol=LOSS_REL, atol=0)
 
 
@@ -120,6 +120,11 @@ def test_single_item_losses_match_official(fx: dict[str, Any], name: str) -> Non
         assert (r.logits - fx["outputs"]["singles/a_zh.wav/logits"]).abs().max() <= LOGITS_ABS
 
 
+def _loss_per_item(r: Any) -> torch.Tensor:
+    """The summed CE of each batch row (official loss, split by item)."""
+    return torch.nn.functional.cross_entropy(r.logits.transpose(1, 2), r.targets, reduction="none").sum(1)
+
+
 def _pad_quirk_batch(fx: dict[str, Any]) -> dict[str, torch.Tensor]:
     b = fixture_batch(fx, "pad_quirk/batch")
     bert = fixture_batch(fx)["bert_feature"]
@@ -134,7 +139,7 @@ def test_official_text_mask_reproduces_the_padding_quirk(fx: dict[str, Any]) -> 
     b = _pad_quirk_batch(fx)
     with torch.no_grad():
         r = forward_batch(model, b, text_mask="official")
-    per_item = torch.nn.functional.cross_entropy(r.logits.transpose(1, 2), r.targets, reduction="none").sum(1)
+    per_item = _loss_per_item(r)
     torch.testing.assert_close(
         per_item, fx["outputs"]["pad_quirk/batch_loss_per_item"], rtol=LOSS_REL, atol=0
     )
@@ -148,7 +153,7 @@ def test_per_item_text_mask_gives_every_item_its_single_loss(fx: dict[str, Any])
     b = _pad_quirk_batch(fx)
     with torch.no_grad():
         r = forward_batch(model, b, text_mask="per_item")
-    per_item = torch.nn.functional.cross_entropy(r.logits.transpose(1, 2), r.targets, reduction="none").sum(1)
+    per_item = _loss_per_item(r)
     torch.testing.assert_close(per_item, fx["outputs"]["pad_quirk/single_losses"], rtol=LOSS_REL, atol=0)
 
 

@@ -21,7 +21,6 @@ import hashlib
 import io
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from gptsovits_train import __version__
-from gptsovits_train.checkpoints.serialization import load_torch_file, to_plain
+from gptsovits_train.checkpoints.serialization import check_official_export, load_torch_file, to_plain
 from gptsovits_train.checkpoints.state_dict import KeyReport, compare_state_dicts, load_state_dict_strict
 from gptsovits_train.errors import CheckpointError, GsvError
 from gptsovits_train.fileio import atomic_write_bytes, atomic_write_json
@@ -177,17 +176,6 @@ def serialize_gpt_export(weight: Mapping[str, torch.Tensor], config: Mapping[str
     return buffer.getvalue()
 
 
-def _self_check(data: bytes, weight: Mapping[str, torch.Tensor]) -> None:
-    try:
-        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise RuntimeError(f"GPT export self-check failed: weights_only=True load failed ({exc})") from exc
-    if set(loaded) != {"weight", "config", "info"} or list(loaded["weight"]) != list(weight):
-        raise RuntimeError("GPT export self-check failed: written keys differ from the intended ones")
-    if any(t.dtype != torch.float16 for t in loaded["weight"].values()):
-        raise RuntimeError("GPT export self-check failed: not every tensor is fp16")
-
-
 @dataclass(frozen=True)
 class GptExportResult:
     """What `write_gpt_export` wrote (`manifest`: the JSON written beside it)."""
@@ -225,7 +213,7 @@ def write_gpt_export(
                 raise GsvError(f"{p} already exists; pass --force to overwrite it")
     weight = gpt_export_weight(state)
     data = serialize_gpt_export(weight, config, epoch)
-    _self_check(data, weight)
+    check_official_export(data, list(weight), "GPT export")
     sha256 = hashlib.sha256(data).hexdigest()
     vocab = int(state["ar_text_embedding.word_embeddings.weight"].shape[0])
     manifest: dict[str, Any] = {

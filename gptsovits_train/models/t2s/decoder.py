@@ -26,15 +26,15 @@ Training forward (official by default, facts §6.1):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptsovits_train.config import GptModelConfig
 from gptsovits_train.models.t2s.layers import (
-    HARD_CODED_DROPOUT,
     SinePositionalEmbedding,
     TokenEmbedding,
     TransformerStack,
@@ -48,47 +48,8 @@ BERT_DIM = 1024
 TextMask = Literal["official", "per_item"]
 
 
-@dataclass(frozen=True)
-class T2SModelConfig:
-    """The official ``model`` section fields the decoder reads (v2 values of ``s1longer-v2.yaml``).
-
-    `linear_units` and `dropout` exist officially but have no effect (FFN = 4·hidden_dim; the layers
-    hard-code dropout 0.1); `layer_dropout` is ours: the transformer/position dropout, default 0.1.
-    """
-
-    vocab_size: int = 1025
-    phoneme_vocab_size: int = 732
-    embedding_dim: int = 512
-    hidden_dim: int = 512
-    head: int = 16
-    n_layer: int = 24
-    EOS: int = 1024
-    layer_dropout: float = HARD_CODED_DROPOUT
-
-    def __post_init__(self) -> None:
-        if self.vocab_size - 1 != self.EOS:
-            raise ValueError(f"model.EOS must be vocab_size - 1 = {self.vocab_size - 1}, got {self.EOS}")
-        if self.embedding_dim != self.hidden_dim:
-            raise ValueError(
-                f"model.embedding_dim ({self.embedding_dim}) must equal model.hidden_dim ({self.hidden_dim})"
-            )
-        if self.hidden_dim % self.head:
-            raise ValueError(f"model.hidden_dim {self.hidden_dim} is not divisible by model.head {self.head}")
-
-    @classmethod
-    def from_official(cls, model: dict[str, Any]) -> T2SModelConfig:
-        """From an official ``config["model"]`` dict (unknown/ignored official keys are dropped)."""
-        fields = ("vocab_size", "phoneme_vocab_size", "embedding_dim", "hidden_dim", "head", "n_layer", "EOS")
-        missing = [f for f in fields if f not in model]
-        if missing:
-            raise ValueError(f"official GPT config: model section lacks {missing}")
-        return cls(**{f: int(model[f]) for f in fields})
-
-    def to_official(self) -> dict[str, Any]:
-        """The official ``model`` section (with the official no-effect fields at their v2 values)."""
-        out = asdict(self)
-        out.pop("layer_dropout")
-        return {**out, "linear_units": 4 * self.hidden_dim, "dropout": 0, "random_bert": 0}
+T2SModelConfig = GptModelConfig
+"""The decoder's configuration: the ``gpt.model`` config section (official ``model`` fields)."""
 
 
 @dataclass
