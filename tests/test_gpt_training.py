@@ -208,3 +208,24 @@ def test_official_lr_keeps_a_plateau_factor_on_top() -> None:
         lr.step_done()
     assert used == pytest.approx([0.01, 0.002, 0.001, 0.001])
     assert lr.factor() == pytest.approx(0.5)
+
+
+def test_bf16_autocast_step_on_cpu_trains_in_fp32_weights() -> None:
+    torch.manual_seed(0)
+    model = Text2SemanticDecoder(TINY).eval()
+    stepper = GptStepper(
+        model,
+        rule=AccumulationRule("per_epoch", 1),
+        text_mask="per_item",
+        device=torch.device("cpu"),
+        precision="bf16",
+    )
+    batch = _batches(1, 7)[0]
+    before = [p.detach().clone() for p in model.parameters()]
+    r = stepper.train_batch(batch, 0, 1)
+    assert r.finite and r.stepped
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    with torch.no_grad():
+        ref = model(batch.phoneme_ids, batch.phoneme_lens, batch.semantic_ids, batch.semantic_lens, batch.bert)
+    assert abs(r.loss - float(ref.loss)) / float(ref.loss) < 0.05  # bf16 forward vs fp32, before vs after 1 step
