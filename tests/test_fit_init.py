@@ -11,8 +11,9 @@ import torch
 from gptsovits_train.config import load_config
 from gptsovits_train.errors import CheckpointError, GsvError
 from gptsovits_train.models import MultiPeriodDiscriminator, build_generator_from_config
-from gptsovits_train.train.loop import _init_from_pretrained, fit, generator_param_groups
+from gptsovits_train.train.loop import fit
 from gptsovits_train.train.precision import resolve_precision
+from gptsovits_train.train.sovits_stage import generator_param_groups, init_from_pretrained
 from tests.fit_helpers import CONFIGS, make_dataset
 
 
@@ -41,7 +42,7 @@ def test_init_loads_both_files_exactly(pretrained):
     root, g_ref, d_ref = pretrained
     cfg = tiny(f"train.pretrained_s2G={root / 's2G.pth'}", f"train.pretrained_s2D={root / 's2D.pth'}")
     G, D = fresh(cfg)
-    reports = _init_from_pretrained(G, D, cfg)
+    reports = init_from_pretrained(G, D, cfg)
     for key, value in g_ref.items():
         assert torch.equal(G.state_dict()[key], value), key
     for key, value in d_ref.items():
@@ -54,17 +55,17 @@ def test_init_refuses_swapped_roles_and_other_shapes(pretrained, tmp_path):
     root, _, _ = pretrained
     cfg = tiny(f"train.pretrained_s2G={root / 's2D.pth'}")
     with pytest.raises(GsvError, match=r"holds discriminator weights, but train\.pretrained_s2G"):
-        _init_from_pretrained(*fresh(cfg), cfg)
+        init_from_pretrained(*fresh(cfg), cfg)
     wider = tiny("model.hidden_channels=48", f"train.pretrained_s2G={root / 's2G.pth'}")
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        _init_from_pretrained(*fresh(wider), wider)
+        init_from_pretrained(*fresh(wider), wider)
 
 
 def test_random_init_has_a_codebook():
     cfg = tiny()
     G, D = fresh(cfg)
     assert not G.quantizer.is_initialized()
-    reports = _init_from_pretrained(G, D, cfg)
+    reports = init_from_pretrained(G, D, cfg)
     assert reports == {"generator": "random init", "discriminator": "random init"}
     assert G.quantizer.is_initialized()
 

@@ -10,9 +10,9 @@ import torch
 
 from gptsovits_train.config import load_config
 from gptsovits_train.layout import RunLayout
-from gptsovits_train.train.checkpointing import first_nonfinite
 from gptsovits_train.train.loop import StepInfo, fit
 from gptsovits_train.train.metrics import read_metrics
+from gptsovits_train.train.run_checkpoints import first_nonfinite
 from tests.fit_helpers import CONFIGS, make_dataset
 
 

@@ -6,12 +6,19 @@ import pytest
 import torch
 
 from gptsovits_train.config import SchedulerConfig
+from gptsovits_train.train.monitor import ValidationMonitor
 from gptsovits_train.train.schedulers import (
     ExponentialDecay,
     ReduceLROnPlateau,
     build_scheduler,
     current_lrs,
 )
+
+
+def verdicts(values, min_delta=1e-4):
+    """The monitor's verdict on each value (what the loop passes to the schedules)."""
+    monitor = ValidationMonitor("val/mel", patience=1000, min_delta=min_delta)
+    return [monitor.observe(v, epoch) for epoch, v in enumerate(values, start=1)]
 
 
 def make_optimizer(lr: float = 1e-4) -> torch.optim.Optimizer:
@@ -37,11 +44,11 @@ def make_optimizer(lr: float = 1e-4) -> torch.optim.Optimizer:
 )
 def test_plateau_halves_after_three_bad_validations(values, expected_base_lrs):
     opt = make_optimizer()
-    sched = ReduceLROnPlateau(opt, factor=0.5, patience=3, min_lr=1e-6, threshold=1e-4)
+    sched = ReduceLROnPlateau(opt, factor=0.5, patience=3, min_lr=1e-6)
     seen = []
-    for v in values:
+    for verdict in verdicts(values, min_delta=1e-4):
         sched.step_epoch()  # no effect on the plateau schedule
-        sched.step_validation(v)
+        sched.step_validation(verdict)
         seen.append(current_lrs(opt))
     assert [lrs[0] for lrs in seen] == pytest.approx(expected_base_lrs)
     # the 0.4x group keeps its ratio
@@ -51,9 +58,8 @@ def test_plateau_halves_after_three_bad_validations(values, expected_base_lrs):
 def test_plateau_min_lr_floor():
     opt = make_optimizer(lr=4e-6)
     sched = ReduceLROnPlateau(opt, factor=0.5, patience=1, min_lr=1e-6)
-    sched.step_validation(1.0)
-    for _ in range(10):
-        sched.step_validation(2.0)
+    for verdict in verdicts([1.0] + [2.0] * 10):
+        sched.step_validation(verdict)
     assert current_lrs(opt) == pytest.approx([1e-6, 1e-6])
     # once every group is at the floor, further reductions are not counted
     assert sched.num_reductions == 2  # base 4e-6 -> 2e-6 -> 1e-6 (text 1.6e-6 -> 1e-6), then nothing changes
@@ -62,8 +68,9 @@ def test_plateau_min_lr_floor():
 def test_plateau_state_round_trip():
     opt = make_optimizer()
     sched = ReduceLROnPlateau(opt, patience=3)
-    for v in [1.0, 1.1, 1.2]:
-        sched.step_validation(v)
+    seq = verdicts([1.0, 1.1, 1.2, 1.3])
+    for verdict in seq[:3]:
+        sched.step_validation(verdict)
     state = sched.state_dict()
     torch.save(state, buf := __import__("io").BytesIO())
     buf.seek(0)
@@ -73,8 +80,8 @@ def test_plateau_state_round_trip():
     sched2 = ReduceLROnPlateau(opt2, patience=3)
     sched2.load_state_dict(loaded)
     assert current_lrs(opt2) == pytest.approx(current_lrs(opt))
-    sched.step_validation(1.3)
-    sched2.step_validation(1.3)
+    sched.step_validation(seq[3])
+    sched2.step_validation(seq[3])
     assert current_lrs(opt2) == pytest.approx([5e-5, 2e-5])
     assert sched2.state_dict() == sched.state_dict()
 
@@ -82,8 +89,8 @@ def test_plateau_state_round_trip():
 def test_exponential_official_gamma_per_epoch():
     opt = make_optimizer()
     sched = ExponentialDecay(opt, gamma=0.999875)
-    for _ in range(8):
-        sched.step_validation(0.0)  # validations do nothing
+    for verdict in verdicts([0.0] * 8):
+        sched.step_validation(verdict)  # validations do nothing
         sched.step_epoch()
     assert current_lrs(opt)[0] == pytest.approx(1e-4 * 0.999875**8, rel=1e-12)
     assert current_lrs(opt)[1] == pytest.approx(0.4e-4 * 0.999875**8, rel=1e-12)
@@ -98,8 +105,8 @@ def test_exponential_official_gamma_per_epoch():
 
 def test_build_scheduler_from_config():
     opt = make_optimizer()
-    assert isinstance(build_scheduler(SchedulerConfig(), opt, threshold=1e-4), ReduceLROnPlateau)
-    exp = build_scheduler(SchedulerConfig(kind="exponential"), opt, threshold=1e-4)
+    assert isinstance(build_scheduler(SchedulerConfig(), opt), ReduceLROnPlateau)
+    exp = build_scheduler(SchedulerConfig(kind="exponential"), opt)
     assert isinstance(exp, ExponentialDecay) and exp.gamma == 0.999875
 
 

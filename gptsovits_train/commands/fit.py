@@ -38,8 +38,11 @@ def fit_command(
     """Train the SoVITS generator on `train.dataset`: validation every `train.val_every` epochs, early
     stopping, ReduceLROnPlateau, and the best weights reloaded at the end.
 
-    Ctrl-C (or SIGTERM) stops after the current step, saves last.pt (resume with --resume), reloads the
-    best weights and writes the summary; the exit code is then 128 + the signal number.
+    Ctrl-C (or SIGTERM, also when sent to the whole process group) stops after the current step, saves
+    last.pt (resume with --resume), reloads the best weights and writes the summary; the exit code is then
+    128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second Ctrl-C aborts at once (exit 130).
+    If the reloaded best weights do not validate to the recorded best, the run fails (exit 1) after
+    writing everything.
     """
     rank = int(os.environ.get("RANK", "0"))
     configure_logging(quiet=quiet)
@@ -55,6 +58,12 @@ def fit_command(
         result = fit(cfg, run_dir, resume=resume, progress=not quiet)
     except GsvError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail(
+            f"aborted by a second Ctrl-C; the last saved position is in {run_dir}/checkpoints/last.pt "
+            "(continue with --resume)",
+            128 + int(signal.SIGINT),
+        ) from None
     if rank != 0:
         return
     s = result.summary
@@ -69,7 +78,7 @@ def fit_command(
     typer.echo(f"run folder: {result.run_dir}  (summary.json, curves.png, checkpoints/best.pt)")
     if result.stop_reason == "interrupted":
         typer.echo(f"continue with: gsv-train fit --config ... --run-dir {result.run_dir} --resume")
-        signum = signal.SIGTERM if "SIGTERM" in result.stop_message else signal.SIGINT
+        signum = signal.Signals[result.signal or "SIGINT"]
         raise typer.Exit(128 + int(signum))
     if result.best_epoch is not None:
         typer.echo(f"export with: gsv-train export-best {result.run_dir}")

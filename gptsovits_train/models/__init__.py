@@ -212,9 +212,13 @@ def discriminator_periods(version: str) -> tuple[int, ...]:
 def build_discriminator_from_config(
     model_cfg: ModelConfig, *, periods: Sequence[int] | None = None
 ) -> MultiPeriodDiscriminator:
-    """Official multi-period discriminator for `model_cfg.version` (`use_spectral_norm` honoured)."""
+    """Official multi-period discriminator for `model_cfg.version` (`use_spectral_norm` honoured).
+
+    `periods` replaces the official periods; an empty sequence keeps the scale discriminator alone (the
+    smallest discriminator: tiny test configs, `train.discriminator_periods: []`).
+    """
     chosen = discriminator_periods(model_cfg.version) if periods is None else tuple(periods)
-    if not chosen or any(p < 1 for p in chosen):
+    if any(p < 1 for p in chosen):
         raise ConfigError(f"discriminator periods must be positive integers, got {chosen}")
     return MultiPeriodDiscriminator(chosen, use_spectral_norm=model_cfg.use_spectral_norm)
 

@@ -1,86 +1,62 @@
-"""`fit(cfg, run_dir)`: fine-tune SoVITS with validation, early stopping and best-weight reload.
+"""The training engine: `run_stage(stage, cfg, run_dir)` trains any `stage.Stage`; `fit`: the SoVITS stage.
 
-Read it top to bottom:
+`_train` reads top to bottom:
 
-1. processes and device (DDP under torchrun, one process otherwise), precision, run folder;
-2. data: the prepared dataset's cached features, length-bucketed batches (`dataset.py`);
-3. models: official pretrained s2G/s2D (strict key report) or random init; frozen `ssl_proj`/quantizer;
-   AdamW with the official groups; grad scaler; lr schedule; early stopping; checkpoints;
-4. resume from `last.pt` (everything: optimizers, scaler, schedules, early stopping, RNG, position);
-5. epochs: official D+G steps (`step.py`) with the NaN guard, then every `val_every` epochs a deterministic
-   validation (`validation.py`) driving the plateau schedule, early stopping and the best checkpoint;
+1. setup: run folder checks, processes and device (DDP under torchrun, one process otherwise), precision;
+2. the stage builds its data, models and optimizers; a fresh run loads its pretrained/initial weights;
+3. resume from `last.pt` (`training_state.restore`: everything) or seed a fresh run;
+4. epochs of steps: the stage's step, the NaN guard (skip; after `nan_patience` bad steps a rollback to
+   `last.pt` with a lower lr), the run log, the stop signals;
+5. at the end of an epoch: schedules, validation every `val_every` epochs, the monitor's verdict (the one
+   owner of "best": best checkpoint, early stopping, plateau schedule), the checkpoint, the epoch line;
 6. the end (early stop, max epochs, max steps, Ctrl-C/SIGTERM): reload `best.pt`, validate again — it must
-   give exactly the recorded best — and write `summary.json` and `curves.png`.
+   give exactly the recorded best, else the run fails after writing everything — and write `summary.json`
+   and `curves.png` (`finish_run`).
 
 Only rank 0 writes files; every rank keeps the same bookkeeping (validation is reduced across ranks).
+`docs/engine.md` explains how a stage plugs in.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from gptsovits_train import __version__
-from gptsovits_train.config import Config
-from gptsovits_train.errors import CheckpointError, GsvError
+from gptsovits_train.config import Config, TrainConfig
+from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_write_text
 from gptsovits_train.layout import RunLayout
-from gptsovits_train.models import (
-    MultiPeriodDiscriminator,
-    build_discriminator_from_config,
-    build_generator_from_config,
-)
-from gptsovits_train.train.checkpointing import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
-    CheckpointManager,
-    load_checkpoint,
-)
 from gptsovits_train.train.cpu_memory import cpu_threads, keep_freed_memory
-from gptsovits_train.train.dataset import (
-    LengthBucketBatchSampler,
-    SoVITSDataset,
-    load_splits,
-    repeats_for,
-    train_loader,
-    val_indices,
-)
 from gptsovits_train.train.distributed import (
     DistContext,
     any_true,
     barrier,
-    gather_objects,
     setup_distributed,
     teardown_distributed,
 )
-from gptsovits_train.train.early_stopping import EarlyStopping
-from gptsovits_train.train.metrics import MetricsLog, plot_curves, read_metrics, write_summary
+from gptsovits_train.train.metrics import plot_curves, read_metrics, write_summary
+from gptsovits_train.train.monitor import ValidationMonitor, Verdict
 from gptsovits_train.train.nan_guard import NanGuard
-from gptsovits_train.train.precision import Precision, make_scaler, resolve_precision
-from gptsovits_train.train.rng import rng_state, seed_everything, set_rng_state
-from gptsovits_train.train.schedulers import build_scheduler, current_lrs
-from gptsovits_train.train.step import train_step
-from gptsovits_train.train.tensorboard import TensorBoardLogger
-from gptsovits_train.train.validation import ValResult, validate, validation_loader
+from gptsovits_train.train.precision import Precision, resolve_precision
+from gptsovits_train.train.rng import seed_everything
+from gptsovits_train.train.run_checkpoints import RunCheckpoints, first_nonfinite, load_run_checkpoint
+from gptsovits_train.train.run_log import RunLog
+from gptsovits_train.train.run_state import RunState
+from gptsovits_train.train.schedulers import current_lrs
+from gptsovits_train.train.signals import StopSignals
+from gptsovits_train.train.sovits_stage import SovitsStage, ValidateFn
+from gptsovits_train.train.stage import Stage, ValResult
+from gptsovits_train.train.training_state import Bookkeeping, restore, training_state
 
 LOG = logging.getLogger(__name__)
-
-#: Generator parameters trained at `lr * text_low_lr_rate` (official: text embedding, text encoder, MRTE).
-TEXT_LOW_LR_PREFIXES = ("enc_p.text_embedding.", "enc_p.encoder_text.", "enc_p.mrte.")
-#: Generator parts that are never trained in fine-tuning (facts §6.6).
-FROZEN_PREFIXES = ("ssl_proj.", "quantizer.")
 
 
 # ------------------------------------------------------------------------------------------------ API
@@ -92,22 +68,23 @@ class StepInfo:
     step: int
     batch_in_epoch: int
     values: dict[str, float]
-    generator: nn.Module
-    discriminator: nn.Module
+    models: dict[str, nn.Module]  # the stage's bare models by name
     data_wait_s: float  # time this step waited for its batch
     step_time_s: float  # time of the step itself (forward, backward, updates)
     batch_size: int
 
+    @property
+    def generator(self) -> nn.Module:
+        return self.models["generator"]
 
-class ValidateFn(Protocol):
-    """Validation of the bare generator; `final` is True for the check after the best weights are reloaded."""
-
-    def __call__(self, generator: nn.Module, epoch: int, *, final: bool) -> ValResult: ...
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.models["discriminator"]
 
 
 @dataclass
 class FitResult:
-    """How a `fit` run ended (the same on every DDP rank)."""
+    """How a run ended (the same on every DDP rank)."""
 
     run_dir: Path
     stop_reason: str  # early_stopping | max_epochs | max_steps | interrupted
@@ -118,154 +95,13 @@ class FitResult:
     epochs_completed: int
     steps: int
     summary: dict[str, Any]
+    signal: str | None = None  # "SIGINT"/"SIGTERM" when a signal stopped the run
 
 
-# -------------------------------------------------------------------------------------- small helpers
-class _StopSignals:
-    """SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT aborts at once)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        LOG.warning(
-            "%s received: stopping after this step, saving last.pt, then reloading the best weights "
-            "(Ctrl-C again to abort at once)",
-            signal.Signals(signum).name,
-        )
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+class ReloadMismatchError(GsvError):
+    """Validating the reloaded best weights did not give the recorded best (raised after all is written)."""
 
 
-def _ignore_sigint_in_worker(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process (which stops cleanly)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def generator_param_groups(G: nn.Module, lr: float, text_low_lr_rate: float) -> list[dict[str, Any]]:
-    """The official 4 AdamW groups: base, then text embedding / text encoder / MRTE at `lr * rate`.
-
-    Frozen parameters (`requires_grad=False`) are left out.
-    """
-    base: list[nn.Parameter] = []
-    low: dict[str, list[nn.Parameter]] = {p: [] for p in TEXT_LOW_LR_PREFIXES}
-    for name, param in G.named_parameters():
-        if not param.requires_grad:
-            continue
-        prefix = next((p for p in TEXT_LOW_LR_PREFIXES if name.startswith(p)), None)
-        (low[prefix] if prefix else base).append(param)
-    groups: list[dict[str, Any]] = [{"params": base, "lr": lr, "name": "base"}]
-    for prefix, params in low.items():
-        if params:
-            groups.append({"params": params, "lr": lr * text_low_lr_rate, "name": prefix.rstrip(".")})
-    return groups
-
-
-def _freeze(G: nn.Module) -> int:
-    """Freeze `ssl_proj` and the quantizer; return the number of frozen parameter elements."""
-    n = 0
-    for name, param in G.named_parameters():
-        if name.startswith(FROZEN_PREFIXES):
-            param.requires_grad_(False)
-            n += param.numel()
-    return n
-
-
-def _init_from_pretrained(G: nn.Module, D: nn.Module, cfg: Config) -> dict[str, str]:
-    """Load the official pretrained s2G/s2D named in the config (strict key report); return the reports."""
-    from gptsovits_train.checkpoints import EXPORT_DROPPED_PATTERNS, load_state_dict_strict, read_weights
-
-    t = cfg.train
-    reports: dict[str, str] = {}
-    for role, path, module in (("generator", t.pretrained_s2G, G), ("discriminator", t.pretrained_s2D, D)):
-        if path is None:
-            LOG.warning(
-                "no pretrained %s (train.pretrained_s2%s): random init — fine for tests and the demo, "
-                "not for a usable voice",
-                role,
-                "G" if role == "generator" else "D",
-            )
-            reports[role] = "random init"
-            continue
-        wf = read_weights(path)
-        state = wf.state
-        if role == "discriminator" and wf.run is not None:  # a gsv-train run checkpoint holds both
-            if wf.run.discriminator is None:
-                raise GsvError(f"{path}: this run checkpoint holds no discriminator")
-            state = wf.run.discriminator
-        elif wf.role != role:
-            key = "pretrained_s2G" if role == "generator" else "pretrained_s2D"
-            raise GsvError(f"{path}: holds {wf.role} weights, but train.{key} needs {role} weights")
-        allow = EXPORT_DROPPED_PATTERNS if (role == "generator" and wf.kind == "official-export") else ()
-        if allow:
-            LOG.warning(
-                "%s is an exported model without enc_q: the posterior encoder starts from random init", path
-            )
-        report = load_state_dict_strict(module, state, allow_missing=allow, what=f"{path} ({role})")
-        reports[role] = f"{path}: {report.summary()}"
-        LOG.info("initialised the %s from %s (%s)", role, path, report.summary())
-    if t.pretrained_s2G is None:
-        G_any: Any = G
-        G_any.quantizer.initialize_random_(torch.Generator().manual_seed(t.seed))
-    return reports
-
-
-def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The module's state dict on CPU in fp32 (the checkpoint contract)."""
-    out = {}
-    for key, tensor in module.state_dict().items():
-        value = tensor.detach().cpu()
-        out[key] = value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
-    return out
-
-
-_RESUME_MUST_MATCH = ("audio", "model")
-
-
-def _check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
-    """Refuse to resume with another model/audio/dataset; log every other changed setting."""
-    now = cfg.to_dict()
-    for section in _RESUME_MUST_MATCH:
-        if saved.get(section) != now[section]:
-            diff = sorted(k for k in now[section] if saved.get(section, {}).get(k) != now[section][k])
-            raise GsvError(
-                f"cannot resume: the {section} section changed since the checkpoint ({', '.join(diff)})"
-            )
-    if saved["train"].get("dataset") != now["train"]["dataset"]:
-        raise GsvError(
-            f"cannot resume: train.dataset changed "
-            f"({saved['train'].get('dataset')} -> {now['train']['dataset']})"
-        )
-    for key, value in now["train"].items():
-        if saved["train"].get(key) != value:
-            LOG.warning("resuming with train.%s changed: %r -> %r", key, saved["train"].get(key), value)
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-# ----------------------------------------------------------------------------------------------- fit
 def fit(
     cfg: Config,
     run_dir: Path | str,
@@ -275,7 +111,7 @@ def fit(
     validate_fn: ValidateFn | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
 ) -> FitResult:
-    """Train the SoVITS generator/discriminator described by `cfg` into `run_dir`.
+    """Fine-tune the SoVITS generator/discriminator described by `cfg` into `run_dir`.
 
     Args:
         cfg: the resolved configuration (`train.dataset` must name a prepared dataset).
@@ -286,29 +122,264 @@ def fit(
         on_step: called after every optimizer step.
 
     Raises:
-        GsvError: bad dataset, run folder or config; training diverged beyond the NaN guard.
+        GsvError: bad dataset, run folder or config; training diverged beyond the NaN guard;
+            `ReloadMismatchError` when the reloaded best weights do not validate to the recorded best.
     """
+    stage = SovitsStage(cfg, validate_fn=validate_fn)
+    return run_stage(stage, cfg, run_dir, resume=resume, progress=progress, on_step=on_step)
+
+
+def run_stage(
+    stage: Stage,
+    cfg: Config,
+    run_dir: Path | str,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> FitResult:
+    """Train `stage` into `run_dir` (arguments as `fit`); sets up and tears down the DDP process group."""
     ctx = setup_distributed(cfg.train.device)
     try:
-        return _fit(cfg, RunLayout(Path(run_dir)), ctx, resume, progress, validate_fn, on_step)
+        return _train(stage, cfg, RunLayout(Path(run_dir)), ctx, resume, progress, on_step)
     finally:
         teardown_distributed(ctx)
 
 
-def _fit(
+# ------------------------------------------------------------------------------------------ the loop
+def _train(
+    stage: Stage,
     cfg: Config,
     layout: RunLayout,
     ctx: DistContext,
     resume: bool,
     progress: bool,
-    validate_fn: ValidateFn | None,
     on_step: Callable[[StepInfo], None] | None,
 ) -> FitResult:
     t = cfg.train
-    device, main = ctx.device, ctx.is_main
-    wall_start = time.monotonic()
+    run = RunState()  # the position; its clock starts now
 
-    # ------------------------------------------------------------------ 1. run folder checks, precision
+    # ------------------------------------------------------------------ 1. run folder, device, precision
+    check_run_folder(layout, t, resume=resume)
+    precision = setup_device(t, ctx)
+    LOG.info(
+        "device %s, precision %s, %d process(es); run folder %s",
+        ctx.device,
+        precision,
+        ctx.world_size,
+        layout.root,
+    )
+
+    # ------------------------------------------------------------------ 2. the stage: data, models, weights
+    data = stage.build(ctx, precision)
+    batches_per_epoch = data.batches.num_batches
+    init_reports = {name: "resumed" for name in stage.models()} if resume else stage.init_weights()
+    book = Bookkeeping(
+        run=run,
+        monitor=ValidationMonitor.from_config(t.early_stopping),
+        guard=NanGuard(t.nan_patience, t.nan_max_rollbacks),
+        ckpts=RunCheckpoints(layout, weight_keys=stage.weight_keys, top_k=t.keep_top_k, write=ctx.is_main),
+    )
+    monitor, guard, ckpts = book.monitor, book.guard, book.ckpts
+
+    def save(epoch: int, *, finished: bool, verdict: Verdict | None) -> None:
+        state = training_state(
+            stage, book, epoch=epoch, finished=finished, cfg=cfg, ctx=ctx, precision=precision
+        )
+        ckpts.save(state, verdict, epoch=epoch, step=run.step)
+        barrier(ctx)
+
+    # ------------------------------------------------------------------ 3. fresh start or resume
+    if resume:
+        restore(load_run_checkpoint(layout.last), stage, path=layout.last, book=book, cfg=cfg, ctx=ctx)
+        position = "" if run.batches_done == 0 else f" (batch {run.batches_done} of {batches_per_epoch})"
+        LOG.info("resumed from %s: epoch %d%s, step %d", layout.last, run.epoch, position, run.step)
+    else:
+        seed_everything(t.seed + ctx.rank)
+    if ctx.is_main:  # data, models and any resume state are usable: the run folder gets this config
+        layout.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(layout.config, cfg.to_yaml())
+    log = RunLog(
+        layout,
+        enabled=ctx.is_main,
+        tensorboard=t.tensorboard,
+        progress=progress,
+        epochs=t.epochs,
+        log_every=t.log_every,
+        headline=stage.headline,
+        elapsed_before=run.elapsed_before,
+        resume_step=run.step if resume else None,
+    )
+    first_epoch = run.epoch
+    if resume:
+        log.rewind(run.step, run.epoch - 1)
+    else:
+        save(0, finished=True, verdict=None)  # epoch 0: the first resume and NaN-rollback point
+        log.event("start", epoch=0, step=0, init=init_reports, precision=precision, device=str(ctx.device))
+
+    stop_reason, stop_message = "max_epochs", f"reached train.epochs = {t.epochs}"
+    if resume and monitor.has_stopped:  # stopped early before the resume: go straight to the end
+        stop_reason, stop_message = "early_stopping", monitor.stop_reason or "early stopping had triggered"
+    if resume and t.max_steps is not None and run.step >= t.max_steps:
+        stop_reason, stop_message = "max_steps", f"reached train.max_steps = {t.max_steps}"
+    signals = StopSignals().install()
+    try:
+        # -------------------------------------------------------------- 4. epochs
+        while stop_reason == "max_epochs" and run.epoch <= t.epochs:
+            epoch = run.epoch
+            data.batches.set_epoch(epoch, start_batch=run.batches_done)
+            stage.train_mode()
+            log.start_epoch(epoch, batches=batches_per_epoch, done=run.batches_done)
+            interrupted = hit_max_steps = False
+            t_fetch = time.perf_counter()
+            for batch in data.loader:
+                t_got = time.perf_counter()
+                log.data_wait += t_got - t_fetch
+                out = stage.train_step(batch)
+                run.step += 1
+                run.batches_done += 1
+                nan_verdict = guard.record(out.ok)
+                if nan_verdict == "ok":
+                    run.add_step(out.values)
+                else:
+                    log.event("nan_skip", epoch=epoch, step=run.step, **out.values)
+                if nan_verdict == "rollback":
+                    rollback(stage, layout, t, log, epoch=epoch, step=run.step)
+                elif nan_verdict == "give_up":
+                    raise GsvError(
+                        f"training diverged: non-finite losses after {guard.rollbacks} rollbacks with lower "
+                        "learning rates; lower train.learning_rate, use precision fp32, or check the dataset"
+                    )
+                log.step(epoch, run.step, out.values, first_lrs(stage))
+                if on_step is not None:
+                    on_step(
+                        StepInfo(
+                            epoch,
+                            run.step,
+                            run.batches_done,
+                            out.values,
+                            stage.models(),
+                            data_wait_s=t_got - t_fetch,
+                            step_time_s=time.perf_counter() - t_got,
+                            batch_size=out.batch_size,
+                        )
+                    )
+                if any_true(signals.requested, ctx):
+                    interrupted = True
+                    break
+                if t.max_steps is not None and run.step >= t.max_steps:
+                    hit_max_steps = True
+                    break
+                t_fetch = time.perf_counter()
+            epoch_time = log.end_epoch()
+
+            if interrupted:  # last.pt keeps the position inside the epoch; no validation
+                save(epoch, finished=False, verdict=None)
+                stop_reason = "interrupted"
+                stop_message = (
+                    f"{signals.name} during epoch {epoch} (step {run.step}); last.pt holds the position"
+                )
+                break
+
+            # ---------------------------------------------------------- 5. end of the epoch
+            finished = not hit_max_steps or run.batches_done >= batches_per_epoch
+            train_means = run.train_means()
+            if finished:
+                for schedule in stage.schedules:
+                    schedule.step_epoch()
+            verdict: Verdict | None = None
+            val: ValResult | None = None
+            if (epoch - 1) % t.val_every == 0 or epoch == t.epochs or hit_max_steps:
+                val = stage.validate(epoch, final=False)
+                value = val.metrics[monitor.monitor]
+                bad = first_nonfinite({name: m.state_dict() for name, m in stage.models().items()})
+                if bad is not None:  # weights that cannot be saved can never be the best
+                    LOG.error("epoch %d cannot become the best: weights are not finite (%s)", epoch, bad)
+                    value = float("nan")
+                verdict = monitor.observe(value, epoch, run.step)
+                for schedule in stage.schedules:
+                    schedule.step_validation(verdict)
+            run.last_metrics = {**train_means, **(val.metrics if val else {})}
+            run.end_epoch(finished=finished)
+            save(epoch, finished=finished, verdict=verdict)
+            log.epoch(
+                epoch,
+                run.step,
+                train_means=train_means,
+                lrs=first_lrs(stage),
+                epoch_time=epoch_time,
+                skipped_steps=guard.skipped_steps,
+                finished=finished,
+            )
+            if val is not None and verdict is not None:
+                first_media = epoch == 1 or (resume and epoch == first_epoch)
+                log.validation(
+                    val, verdict, step=run.step, patience=monitor.patience, target_media=first_media
+                )
+            log.epoch_line(
+                epoch,
+                train_means=train_means,
+                verdict=verdict,
+                monitor=monitor.monitor,
+                patience=monitor.patience,
+                lr=next(iter(first_lrs(stage).values())),
+                epoch_time=epoch_time,
+            )
+            if verdict is not None and verdict.should_stop:
+                stop_reason, stop_message = "early_stopping", verdict.reason
+            elif hit_max_steps:
+                stop_reason, stop_message = "max_steps", f"reached train.max_steps = {t.max_steps}"
+
+        # -------------------------------------------------------------- 6. the end: reload best, summary
+        signals.ending = True
+        data.close()  # the training workers end now, not at interpreter exit
+        LOG.info("run stopped: %s (%s)", stop_reason, stop_message)
+        summary = finish_run(
+            stage,
+            book,
+            log,
+            layout,
+            cfg,
+            ctx,
+            stop_reason=stop_reason,
+            stop_message=stop_message,
+            run_info={
+                "device": describe_device(ctx.device),
+                "precision": precision,
+                "world_size": ctx.world_size,
+                "dataset": data.summary,
+                "init": init_reports,
+            },
+        )
+    finally:
+        signals.restore()
+        data.close()
+        log.close()
+    barrier(ctx)
+    result = FitResult(
+        run_dir=layout.root,
+        stop_reason=stop_reason,
+        stop_message=stop_message,
+        best_epoch=summary["best_epoch"],
+        best_value=summary["best_value"],
+        val_after_reload=summary["val_after_reload_value"],
+        epochs_completed=run.epochs_completed,
+        steps=run.step,
+        summary=summary,
+        signal=signals.name if stop_reason == "interrupted" else None,
+    )
+    if summary["best_epoch"] is not None and not summary["reload_matches_best"]:
+        raise ReloadMismatchError(
+            f"reloading best.pt (epoch {summary['best_epoch']}) gave {monitor.monitor} "
+            f"{summary['val_after_reload_value']!r}, not the recorded best {summary['best_value']!r}; the "
+            f"weights or the validation are not deterministic (summary and checkpoints in {layout.root})"
+        )
+    return result
+
+
+# ------------------------------------------------------------------------------------- the loop's parts
+def check_run_folder(layout: RunLayout, t: TrainConfig, *, resume: bool) -> None:
+    """Refuse a missing dataset setting, a resume without `last.pt`, and a fresh run over an old one."""
     if t.dataset is None:
         raise GsvError("train.dataset is not set: point it at a folder made by `gsv-train prepare`")
     if resume and not layout.last.is_file():
@@ -318,554 +389,132 @@ def _fit(
             f"{layout.root} already holds a run ({layout.last}); pass --resume to continue it, "
             "or choose another --run-dir"
         )
-    precision: Precision = resolve_precision(t.precision, device)
-    if device.type == "cpu":
+
+
+def setup_device(t: TrainConfig, ctx: DistContext) -> Precision:
+    """Precision for this device; CPU thread budget and allocator; TF32 on NVIDIA GPUs when allowed."""
+    precision: Precision = resolve_precision(t.precision, ctx.device)
+    if ctx.device.type == "cpu":
         keep_freed_memory()  # glibc: no page-fault storm per step (see cpu_memory.py)
         threads = cpu_threads(t.cpu_threads, t.num_workers, ctx.world_size)
         if threads is not None:
             torch.set_num_threads(threads)
         LOG.info("CPU: %d torch threads per process", torch.get_num_threads())
-    if device.type == "cuda" and t.tf32:
+    if ctx.device.type == "cuda" and t.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    LOG.info(
-        "device %s, precision %s, %d process(es); run folder %s",
-        device,
-        precision,
-        ctx.world_size,
-        layout.root,
+    return precision
+
+
+def describe_device(device: torch.device) -> str:
+    return str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+
+
+def first_lrs(stage: Stage) -> dict[str, float]:
+    """`{"lr/<optimizer>": lr of its first param group}`."""
+    return {f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in stage.optimizers.items()}
+
+
+def rollback(stage: Stage, layout: RunLayout, t: TrainConfig, log: RunLog, *, epoch: int, step: int) -> None:
+    """NaN guard: reload the last good checkpoint's weights/optimizers and lower every learning rate."""
+    lrs = {name: current_lrs(opt) for name, opt in stage.optimizers.items()}
+    ck = load_run_checkpoint(layout.last)
+    restore(ck, stage, path=layout.last)
+    for name, opt in stage.optimizers.items():
+        for group, lr in zip(opt.param_groups, lrs[name], strict=True):
+            group["lr"] = lr * t.nan_lr_factor
+    first = next(iter(stage.optimizers.values())).param_groups[0]["lr"]
+    LOG.warning(
+        "%d non-finite steps in a row: rolled back to %s (epoch %d, step %d) with lr x%g -> %.3g",
+        t.nan_patience,
+        layout.last.name,
+        int(ck["epoch"]),
+        int(ck["step"]),
+        t.nan_lr_factor,
+        first,
     )
+    name, lr = next(iter(first_lrs(stage).items()))
+    log.event("nan_rollback", epoch=epoch, step=step, restored_step=int(ck["step"]), **{name: lr})
 
-    # ------------------------------------------------------------------ 2. data
-    splits = load_splits(
-        t.dataset,
-        cfg.audio,
-        ssl_dim=cfg.model.ssl_dim,
-        boundaries=t.bucket_boundaries,
-        max_val_clips=t.val_max_clips,
-    )
-    segment_frames = cfg.model.segment_size // cfg.audio.hop_length
-    if t.bucket_boundaries[0] < segment_frames:
-        raise GsvError(
-            f"train.bucket_boundaries starts at {t.bucket_boundaries[0]} frames, shorter than the "
-            f"{segment_frames}-frame training segment (model.segment_size / audio.hop_length)"
-        )
-    train_ds = SoVITSDataset(splits.root, splits.train, cfg.audio)
-    val_ds = SoVITSDataset(splits.root, splits.val, cfg.audio)
-    repeats = repeats_for(len(train_ds), t.min_items_per_epoch)
-    sampler = LengthBucketBatchSampler(
-        train_ds.lengths,
-        t.batch_size,
-        t.bucket_boundaries,
-        num_replicas=ctx.world_size,
-        rank=ctx.rank,
-        repeats=repeats,
-        seed=t.seed,
-    )
-    loader = train_loader(
-        train_ds,
-        sampler,
-        num_workers=t.num_workers,
-        pin_memory=device.type == "cuda",
-        seed=t.seed,
-        worker_init_fn=_ignore_sigint_in_worker,
-    )
-    val_loader = validation_loader(
-        val_ds, val_indices(len(val_ds), ctx.rank, ctx.world_size), num_workers=t.num_workers
-    )
-    batches_per_epoch = sampler.num_batches
-    train_minutes = sum(c.duration for c in splits.train) / 60
-    LOG.info(
-        "data: %d train clips (%.1f min), %d validation clips; %d item(s)/epoch (x%d), "
-        "%d step(s)/epoch of %d",
-        len(train_ds),
-        train_minutes,
-        len(val_ds),
-        len(train_ds) * repeats,
-        repeats,
-        batches_per_epoch,
-        t.batch_size,
-    )
 
-    # ------------------------------------------------------------------ 3. models, optimizers, helpers
-    G = build_generator_from_config(cfg.model, cfg.audio, seed=t.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(t.seed + 1)
-        if t.discriminator_periods == []:  # the scale discriminator alone (tiny test configs)
-            D = MultiPeriodDiscriminator((), use_spectral_norm=cfg.model.use_spectral_norm)
-        else:
-            D = build_discriminator_from_config(cfg.model, periods=t.discriminator_periods)
-    init_reports = {"generator": "resumed", "discriminator": "resumed"}
-    if not resume:
-        init_reports = _init_from_pretrained(G, D, cfg)
-    n_frozen = _freeze(G)
-    G.to(device)
-    D.to(device)
-    g_params = [p for p in G.parameters() if p.requires_grad]
-    d_params = [p for p in D.parameters() if p.requires_grad]
-    LOG.info(
-        "generator %.2fM trainable (%.2fM frozen: ssl_proj, quantizer), discriminator %.2fM",
-        sum(p.numel() for p in g_params) / 1e6,
-        n_frozen / 1e6,
-        sum(p.numel() for p in d_params) / 1e6,
-    )
-    optim_g = torch.optim.AdamW(
-        generator_param_groups(G, t.learning_rate, t.text_low_lr_rate),
-        t.learning_rate,
-        betas=t.betas,
-        eps=t.eps,
-        weight_decay=t.weight_decay,
-        foreach=True,  # multi-tensor update (torch's default on CUDA; much faster than the loop on CPU)
-    )
-    optim_d = torch.optim.AdamW(
-        d_params, t.learning_rate, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay, foreach=True
-    )
-    scaler = make_scaler(device, precision)
-    sched_g = build_scheduler(t.scheduler, optim_g, threshold=t.early_stopping.min_delta)
-    sched_d = build_scheduler(t.scheduler, optim_d, threshold=t.early_stopping.min_delta)
-    early = EarlyStopping.from_config(t.early_stopping)
-    monitor = t.early_stopping.monitor
-    ckpts = CheckpointManager(layout, top_k=t.keep_top_k, monitor=monitor, write=main)
-    guard = NanGuard(t.nan_patience, t.nan_max_rollbacks)
-    G_train: nn.Module = G
-    D_train: nn.Module = D
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+def finish_run(
+    stage: Stage,
+    book: Bookkeeping,
+    log: RunLog,
+    layout: RunLayout,
+    cfg: Config,
+    ctx: DistContext,
+    *,
+    stop_reason: str,
+    stop_message: str,
+    run_info: dict[str, Any],
+) -> dict[str, Any]:
+    """The end of every run: reload `best.pt`, validate it again, write `summary.json` and `curves.png`.
 
-        ids = [device.index] if device.type == "cuda" else None
-        # Every trainable parameter takes part in each forward (the frozen ones have requires_grad=False),
-        # so DDP needs no unused-parameter search (the official trainer pays for one).
-        G_train = DDP(G, device_ids=ids, find_unused_parameters=False)
-        D_train = DDP(D, device_ids=ids, find_unused_parameters=False)
-
-    # ------------------------------------------------------------------ 4. fresh start or resume
-    step, start_epoch, batches_done = 0, 1, 0
-    epoch_sums: dict[str, float] = {}
-    elapsed_before, resumes = 0.0, 0
-    last_metrics: dict[str, float] = {}
-    if resume:
-        ck = load_checkpoint(layout.last)
-        _check_resume_config(ck["config"], cfg)
-        try:
-            G.load_state_dict(ck["generator"])
-            D.load_state_dict(ck["discriminator"])
-            optim_g.load_state_dict(ck["optim_g"])
-            optim_d.load_state_dict(ck["optim_d"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{layout.last}: does not match this model ({exc})") from None
-        if ck["scaler"]:
-            scaler.load_state_dict(ck["scaler"])
-        sched_g.load_state_dict(ck["scheduler_g"])
-        sched_d.load_state_dict(ck["scheduler_d"])
-        early.load_state_dict(ck["early_stopping"])
-        ckpts.load_state_dict(ck["top_k"])
-        prog = ck["progress"]
-        guard.load_state_dict(prog["nan"])
-        step = int(ck["step"])
-        if prog["epoch_finished"]:
-            start_epoch, batches_done = int(ck["epoch"]) + 1, 0
-        else:
-            start_epoch, batches_done = int(ck["epoch"]), int(prog["batches_done"])
-            epoch_sums = {k: float(v) for k, v in prog["epoch_sums"].items()}
-        elapsed_before, resumes = float(prog["elapsed_s"]), int(prog["resumes"]) + 1
-        last_metrics = dict(ck.get("metrics") or {})
-        rng_states = ck["rng"]["ranks"]
-        if len(rng_states) == ctx.world_size:
-            set_rng_state(rng_states[ctx.rank])
-        else:
-            LOG.warning(
-                "checkpoint holds RNG states of %d process(es), this run has %d: random streams re-seeded",
-                len(rng_states),
-                ctx.world_size,
-            )
-            seed_everything(t.seed + ctx.rank + 1000 * step)
-        LOG.info(
-            "resumed from %s: epoch %d%s, step %d",
-            layout.last,
-            int(ck["epoch"]),
-            "" if prog["epoch_finished"] else f" (batch {batches_done} of {batches_per_epoch})",
-            step,
-        )
-        del ck
-    else:
-        seed_everything(t.seed + ctx.rank)
-
-    if main:  # data, models and any resume state are usable: the run folder gets this config
-        layout.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(layout.config, cfg.to_yaml())
-    metrics = MetricsLog(layout.metrics, enabled=main, time_offset=elapsed_before)
-    if resume and main:
-        metrics.rewind(step, start_epoch - 1)
-    tb = TensorBoardLogger(
-        layout.tb_dir, enabled=main and t.tensorboard, purge_step=step + 1 if resume else None
-    )
-
-    def checkpoint_state(epoch: int, *, finished: bool, metrics_now: dict[str, float]) -> dict[str, Any]:
-        """The checkpoint dict (collective under DDP: gathers every rank's RNG state)."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "tool_version": __version__,
-            "generator": _plain_state(G),
-            "discriminator": _plain_state(D),
-            "optim_g": optim_g.state_dict(),
-            "optim_d": optim_d.state_dict(),
-            "scaler": scaler.state_dict(),
-            "scheduler_g": sched_g.state_dict(),
-            "scheduler_d": sched_d.state_dict(),
-            "early_stopping": early.state_dict(),
-            "rng": {"world_size": ctx.world_size, "ranks": gather_objects(rng_state(), ctx)},
-            "epoch": epoch,
-            "step": step,
-            "metrics": dict(metrics_now),
-            "best": None,  # filled in by the CheckpointManager
-            "config": cfg.to_dict(),
-            "progress": {
-                "epoch_finished": finished,
-                "batches_done": batches_done,
-                "epoch_sums": dict(epoch_sums),
-                "nan": guard.state_dict(),
-                "elapsed_s": elapsed_before + (time.monotonic() - wall_start),
-                "resumes": resumes,
-                "precision": precision,
-                "world_size": ctx.world_size,
-            },
-        }
-
-    def save(epoch: int, *, finished: bool, score: float | None, metrics_now: dict[str, float]) -> bool:
-        state = checkpoint_state(epoch, finished=finished, metrics_now=metrics_now)
-        outcome = ckpts.save(state, epoch=epoch, step=step, score=score)
-        barrier(ctx)
-        return outcome.is_best
-
-    def run_validation(epoch: int, *, final: bool) -> ValResult:
-        if validate_fn is not None:
-            return validate_fn(G, epoch, final=final)
-        return validate(
-            G,
-            val_loader,
-            audio=cfg.audio,
-            train=t,
-            device=device,
-            precision=precision,
-            ctx=ctx,
-            n_samples=t.val_audio_samples if main else 0,
-        )
-
-    def rollback(epoch: int) -> None:
-        """Reload the last good checkpoint into models/optimizers and lower the learning rates."""
-        lrs = {"g": current_lrs(optim_g), "d": current_lrs(optim_d)}
-        ck = load_checkpoint(layout.last)
-        G.load_state_dict(ck["generator"])
-        D.load_state_dict(ck["discriminator"])
-        optim_g.load_state_dict(ck["optim_g"])
-        optim_d.load_state_dict(ck["optim_d"])
-        if ck["scaler"]:
-            scaler.load_state_dict(ck["scaler"])
-        for opt, old in ((optim_g, lrs["g"]), (optim_d, lrs["d"])):
-            for group, lr in zip(opt.param_groups, old, strict=True):
-                group["lr"] = lr * t.nan_lr_factor
-        LOG.warning(
-            "%d non-finite steps in a row: rolled back to %s (epoch %d, step %d) with lr x%g -> %.3g",
-            t.nan_patience,
-            layout.last.name,
-            int(ck["epoch"]),
-            int(ck["step"]),
-            t.nan_lr_factor,
-            optim_g.param_groups[0]["lr"],
-        )
-        metrics.log(
-            "nan_rollback",
-            epoch=epoch,
-            step=step,
-            restored_step=int(ck["step"]),
-            **{"lr/g": current_lrs(optim_g)[0]},
-        )
-
-    if not resume:
-        # Epoch-0 checkpoint: the first resume and NaN-rollback point.
-        save(0, finished=True, score=None, metrics_now={})
-        if main:
-            metrics.log("start", epoch=0, step=0, init=init_reports, precision=precision, device=str(device))
-
-    # ------------------------------------------------------------------ 5. epochs
-    stop_reason, stop_message = "max_epochs", f"reached train.epochs = {t.epochs}"
-    epochs_completed = start_epoch - 1
-    if resume and early.enabled and early.wait_count >= early.patience:
-        stop_reason, stop_message = "early_stopping", early.stop_reason or "early stopping had triggered"
-        start_epoch = t.epochs + 1  # nothing left to train: go straight to the end
-    if resume and t.max_steps is not None and step >= t.max_steps:
-        stop_reason, stop_message = "max_steps", f"reached train.max_steps = {t.max_steps}"
-        start_epoch = t.epochs + 1
-    signals = _StopSignals()
-    signals.install()
-    epoch_times: list[float] = []
-    try:
-        for epoch in range(start_epoch, t.epochs + 1):
-            sampler.set_epoch(epoch, start_batch=batches_done)
-            G_train.train()
-            D_train.train()
-            t_epoch = time.monotonic()
-            data_wait = 0.0
-            interrupted = hit_max_steps = False
-            bar = tqdm(
-                total=batches_per_epoch,
-                initial=batches_done,
-                desc=f"epoch {epoch}/{t.epochs}",
-                unit="step",
-                leave=False,
-                dynamic_ncols=True,
-                disable=not (progress and main),
-            )
-            t_fetch = time.perf_counter()
-            for cpu_batch in loader:
-                t_got = time.perf_counter()
-                data_wait += t_got - t_fetch
-                batch = cpu_batch.to(device, non_blocking=True)
-                result = train_step(
-                    G_train,
-                    D_train,
-                    batch,
-                    optim_g=optim_g,
-                    optim_d=optim_d,
-                    scaler=scaler,
-                    g_params=g_params,
-                    d_params=d_params,
-                    segment_frames=segment_frames,
-                    audio=cfg.audio,
-                    train=t,
-                    device=device,
-                    precision=precision,
-                    ctx=ctx,
-                )
-                step += 1
-                batches_done += 1
-                verdict = guard.record(result.ok)
-                if verdict == "ok":
-                    for key, value in result.values.items():
-                        epoch_sums[key] = epoch_sums.get(key, 0.0) + value
-                    epoch_sums["n"] = epoch_sums.get("n", 0.0) + 1
-                else:
-                    metrics.log("nan_skip", epoch=epoch, step=step, **result.values)
-                if verdict == "rollback":
-                    rollback(epoch)
-                elif verdict == "give_up":
-                    raise GsvError(
-                        f"training diverged: non-finite losses after {guard.rollbacks} rollbacks with lower "
-                        "learning rates; lower train.learning_rate, use precision fp32, or check the dataset"
-                    )
-                lr_g, lr_d = optim_g.param_groups[0]["lr"], optim_d.param_groups[0]["lr"]
-                if step % t.log_every == 0:
-                    record = {**result.values, "lr/g": lr_g, "lr/d": lr_d}
-                    metrics.log("step", epoch=epoch, step=step, **record)
-                    tb.scalars(record, step)
-                bar.update(1)
-                bar.set_postfix(
-                    g=f"{result.values['loss/g']:.3g}",
-                    d=f"{result.values['loss/d']:.3g}",
-                    mel=f"{result.values['loss/mel']:.3f}",
-                    refresh=False,
-                )
-                if on_step is not None:
-                    on_step(
-                        StepInfo(
-                            epoch,
-                            step,
-                            batches_done,
-                            result.values,
-                            G,
-                            D,
-                            data_wait_s=t_got - t_fetch,
-                            step_time_s=time.perf_counter() - t_got,
-                            batch_size=batch.size,
-                        )
-                    )
-                if any_true(signals.requested, ctx):
-                    interrupted = True
-                    break
-                if t.max_steps is not None and step >= t.max_steps:
-                    hit_max_steps = True
-                    break
-                t_fetch = time.perf_counter()
-            bar.close()
-            epoch_time = time.monotonic() - t_epoch
-
-            if interrupted:
-                save(epoch, finished=False, score=None, metrics_now=last_metrics)
-                stop_reason = "interrupted"
-                name = signal.Signals(signals.signum).name if signals.signum else "signal"
-                stop_message = f"{name} during epoch {epoch} (step {step}); last.pt holds the position"
-                break
-
-            # -------------------------------------------- end of the epoch: schedule, validate, checkpoint
-            finished = not hit_max_steps or batches_done >= batches_per_epoch
-            n = max(epoch_sums.get("n", 0.0), 1.0)
-            train_means = {
-                f"train/{k.split('/', 1)[1]}": v / n for k, v in epoch_sums.items() if k.startswith("loss/")
-            }
-            if finished:
-                sched_g.step_epoch()
-                sched_d.step_epoch()
-            do_val = (epoch - 1) % t.val_every == 0 or epoch == t.epochs or hit_max_steps
-            score: float | None = None
-            val: ValResult | None = None
-            should_stop, es_message = False, ""
-            if do_val:
-                val = run_validation(epoch, final=False)
-                score = val.metrics[monitor]
-                sched_g.step_validation(score)
-                sched_d.step_validation(score)
-                should_stop, es_message = early.step(score, epoch)
-            last_metrics = {**train_means, **(val.metrics if val else {})}
-            if finished:  # the checkpoint's position: the start of the next epoch
-                batches_done, epoch_sums = 0, {}
-            is_best = save(epoch, finished=finished, score=score, metrics_now=last_metrics)
-            epochs_completed = epoch if finished else epoch - 1
-            lr_g, lr_d = current_lrs(optim_g)[0], current_lrs(optim_d)[0]
-            epoch_record = {
-                **train_means,
-                "lr/g": lr_g,
-                "lr/d": lr_d,
-                "time_s": epoch_time,
-                "data_wait_frac": data_wait / epoch_time if epoch_time > 0 else 0.0,
-                "skipped_steps": guard.skipped_steps,
-                "partial": not finished,
-            }
-            metrics.log("epoch", epoch=epoch, step=step, **epoch_record)
-            tb.scalars({k: v for k, v in epoch_record.items() if isinstance(v, float)}, step)
-            best_value = ckpts.best_value
-            line = (
-                f"epoch {epoch}/{t.epochs} | train mel {train_means.get('train/mel', math.nan):.4f} "
-                f"g {train_means.get('train/g', math.nan):.3f} d {train_means.get('train/d', math.nan):.3f}"
-            )
-            if val is not None:
-                metrics.log(
-                    "val",
-                    epoch=epoch,
-                    step=step,
-                    **val.metrics,
-                    improved=is_best,
-                    best=best_value,
-                    best_epoch=ckpts.best_epoch,
-                    patience_left=early.patience_left,
-                    clips=val.n_clips,
-                )
-                tb.scalars(val.metrics, step)
-                for i, sample in enumerate(val.samples):
-                    tb.audio(f"val_audio/{i}_{sample.clip_id}", sample.audio, step, cfg.audio.sampling_rate)
-                    tb.mel_image(f"val_mel/{i}_{sample.clip_id}", sample.mel, step)
-                    if epoch == 1 or (resume and epoch == start_epoch):
-                        tb.mel_image(f"val_mel_target/{i}_{sample.clip_id}", sample.target_mel, step)
-                if is_best:
-                    status = "new best"
-                elif best_value is None:
-                    status = "no best yet"
-                else:
-                    status = f"best {best_value:.4f} @{ckpts.best_epoch}"
-                line += (
-                    f" | {monitor} {val.metrics[monitor]:.4f} ({status})"
-                    f" | patience {early.patience_left}/{early.patience}"
-                )
-                LOG.debug("early stopping: %s", es_message)
-            epoch_times.append(epoch_time)
-            remaining = (t.epochs - epoch) * (sum(epoch_times) / len(epoch_times))
-            line += f" | lr {lr_g:.2e} | {epoch_time:.1f}s (<= {_fmt_time(remaining)} left)"
-            LOG.info("%s", line)
-            tb.flush()
-            if should_stop:
-                stop_reason, stop_message = "early_stopping", es_message
-                break
-            if hit_max_steps:
-                stop_reason, stop_message = "max_steps", f"reached train.max_steps = {t.max_steps}"
-                break
-    finally:
-        signals.restore()
-
-    # ------------------------------------------------------------------ 6. reload the best weights
-    LOG.info("run stopped: %s (%s)", stop_reason, stop_message)
-    best = ckpts.best
+    Returns the summary. The reloaded validation must equal the recorded best (`reload_matches_best`); the
+    caller fails the run when it does not, after everything here is written.
+    """
+    monitor, run = book.monitor, book.run
+    best = monitor.best_record()
     after: ValResult | None = None
     if best is not None and layout.best.is_file():
-        best_state = load_checkpoint(layout.best)
-        G.load_state_dict(best_state["generator"])
-        D.load_state_dict(best_state["discriminator"])
+        best_state = load_run_checkpoint(layout.best)
+        stage.load_weights(best_state)
         del best_state
-        after = run_validation(int(best["epoch"]), final=True)
-        metrics.log("final", epoch=int(best["epoch"]), step=step, **after.metrics, best=best["value"])
-        value = after.metrics[monitor]
+        after = stage.validate(int(best["epoch"]), final=True)
+        log.event("final", epoch=int(best["epoch"]), step=run.step, **after.metrics, best=best["value"])
+        value = after.metrics[monitor.monitor]
         if value == best["value"]:
             LOG.info(
                 "reloaded best.pt (epoch %d): %s %.6f, exactly the recorded best",
                 best["epoch"],
-                monitor,
+                monitor.monitor,
                 value,
             )
         else:
-            LOG.warning(
+            LOG.error(
                 "reloaded best.pt (epoch %d): %s %.6f differs from the recorded best %.6f by %.3g",
                 best["epoch"],
-                monitor,
+                monitor.monitor,
                 value,
                 best["value"],
                 value - best["value"],
             )
     else:
         LOG.warning("no validation has finished: there are no best weights to reload")
-
-    wall = elapsed_before + (time.monotonic() - wall_start)
     summary: dict[str, Any] = {
         "run_dir": str(layout.root),
+        "stage": stage.name,
         "stop_reason": stop_reason,
         "stop_message": stop_message,
-        "monitor": monitor,
+        "monitor": monitor.monitor,
         "best_epoch": best["epoch"] if best else None,
         "best_step": best["step"] if best else None,
         "best_value": best["value"] if best else None,
         "val_after_reload": after.metrics if after else None,
-        "val_after_reload_value": after.metrics[monitor] if after else None,
-        "reload_matches_best": bool(after and best and after.metrics[monitor] == best["value"]),
-        "epochs_completed": epochs_completed,
-        "max_epochs": t.epochs,
-        "steps": step,
-        "wall_time_s": round(wall, 3),
-        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-        "precision": precision,
-        "world_size": ctx.world_size,
-        "resumes": resumes,
-        "dataset": {
-            "path": str(splits.root.root),
-            "train_clips": len(splits.train),
-            "val_clips": len(splits.val),
-            "train_minutes": round(train_minutes, 3),
-            "dropped_clips": {k: len(v) for k, v in splits.dropped.items()},
-            "repeats_per_epoch": repeats,
-            "steps_per_epoch": batches_per_epoch,
-            "batch_size": t.batch_size,
-        },
-        "nan_guard": guard.state_dict(),
-        "lr_final": {"g": current_lrs(optim_g)[0], "d": current_lrs(optim_d)[0]},
+        "val_after_reload_value": after.metrics[monitor.monitor] if after else None,
+        "reload_matches_best": bool(after and best and after.metrics[monitor.monitor] == best["value"]),
+        "epochs_completed": run.epochs_completed,
+        "max_epochs": cfg.train.epochs,
+        "steps": run.step,
+        "wall_time_s": round(run.elapsed, 3),
+        "device": run_info["device"],
+        "precision": run_info["precision"],
+        "world_size": run_info["world_size"],
+        "resumes": run.resumes,
+        "dataset": run_info["dataset"],
+        "nan_guard": book.guard.state_dict(),
+        "lr_final": {name: current_lrs(opt)[0] for name, opt in stage.optimizers.items()},
         "checkpoints": {
             "best": str(layout.best) if best else None,
             "last": str(layout.last),
-            "top_k": {str(p): s for p, s in ckpts.best_k_models.items()},
+            "top_k": {str(p): s for p, s in book.ckpts.best_k_models.items()},
         },
-        "init": init_reports,
+        "init": run_info["init"],
         "config_digest": cfg.digest(),
         "tool_version": __version__,
     }
-    if main:
+    if ctx.is_main:
         write_summary(layout.summary, summary)
         plot_curves(read_metrics(layout.metrics), layout.curves, best_epoch=summary["best_epoch"])
-    tb.close()
-    barrier(ctx)
-    return FitResult(
-        run_dir=layout.root,
-        stop_reason=stop_reason,
-        stop_message=stop_message,
-        best_epoch=summary["best_epoch"],
-        best_value=summary["best_value"],
-        val_after_reload=summary["val_after_reload_value"],
-        epochs_completed=epochs_completed,
-        steps=step,
-        summary=summary,
-    )
+    return summary

@@ -3,9 +3,10 @@
 Two kinds (`train.scheduler.kind`):
 
 - `plateau` (default): halve the lr (`factor`) of every param group when the validation metric has not
-  improved (by more than `threshold`) for `patience` validations in a row; never below `min_lr`. After a
-  reduction the count starts again, so the next halving needs another `patience` bad validations.
-  Driven by `step_validation(value)`; `step_epoch()` does nothing.
+  improved for `patience` validations in a row; never below `min_lr`. After a reduction the count starts
+  again, so the next halving needs another `patience` bad validations. "Improved" is the verdict of the
+  run's `monitor.ValidationMonitor` (by more than `train.early_stopping.min_delta`; NaN never improves), so
+  the schedule keeps no best of its own. Driven by `step_validation(verdict)`; `step_epoch()` does nothing.
 - `exponential`: the official schedule, `lr *= gamma` (0.999875) once per epoch, driven by `step_epoch()`.
   (The official trainer also steps it once before epoch 1; here epoch 1 runs at the configured lr.)
 
@@ -17,12 +18,12 @@ plain numbers only (loadable with `torch.load(weights_only=True)`).
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Protocol
 
 import torch
 
 from gptsovits_train.config import SchedulerConfig
+from gptsovits_train.train.monitor import Verdict
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class LrScheduler(Protocol):
 
     def step_epoch(self) -> None: ...
 
-    def step_validation(self, value: float) -> bool: ...
+    def step_validation(self, verdict: Verdict) -> bool: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -46,14 +47,13 @@ def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
 
 
 class ReduceLROnPlateau:
-    """Multiply every group's lr by `factor` after `patience` validations without improvement (mode min).
+    """Multiply every group's lr by `factor` after `patience` validations without improvement.
 
     Args:
         optimizer: the optimizer whose param-group lrs are changed.
         factor: multiplier in (0, 1).
         patience: validations in a row without improvement that trigger a reduction (>= 1).
         min_lr: floor for every group's lr.
-        threshold: an improvement must beat the best by more than this (absolute).
     """
 
     def __init__(
@@ -63,31 +63,26 @@ class ReduceLROnPlateau:
         factor: float = 0.5,
         patience: int = 3,
         min_lr: float = 1e-6,
-        threshold: float = 1e-4,
     ) -> None:
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor must be in (0, 1), got {factor}")
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")
-        if min_lr < 0 or threshold < 0:
-            raise ValueError("min_lr and threshold must be >= 0")
+        if min_lr < 0:
+            raise ValueError("min_lr must be >= 0")
         self.optimizer = optimizer
         self.factor = factor
         self.patience = patience
         self.min_lr = min_lr
-        self.threshold = threshold
-        self.best: float | None = None
         self.bad_validations = 0
         self.num_reductions = 0
 
     def step_epoch(self) -> None:
         """Nothing happens per epoch; the plateau schedule only reacts to validations."""
 
-    def step_validation(self, value: float) -> bool:
-        """Record one validation value; return True when the lr was reduced."""
-        value = float(value)
-        if math.isfinite(value) and (self.best is None or value < self.best - self.threshold):
-            self.best = value
+    def step_validation(self, verdict: Verdict) -> bool:
+        """Count one validation (its monitor verdict); return True when the lr was reduced."""
+        if verdict.improved:
             self.bad_validations = 0
             return False
         self.bad_validations += 1
@@ -111,7 +106,6 @@ class ReduceLROnPlateau:
     def state_dict(self) -> dict[str, Any]:
         return {
             "kind": "plateau",
-            "best": self.best,
             "bad_validations": self.bad_validations,
             "num_reductions": self.num_reductions,
             "lrs": current_lrs(self.optimizer),
@@ -120,7 +114,6 @@ class ReduceLROnPlateau:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "plateau":
             raise ValueError(f"not a plateau scheduler state (kind {state.get('kind')!r})")
-        self.best = None if state["best"] is None else float(state["best"])
         self.bad_validations = int(state["bad_validations"])
         self.num_reductions = int(state["num_reductions"])
         _restore_lrs(self.optimizer, state["lrs"])
@@ -141,7 +134,7 @@ class ExponentialDecay:
             group["lr"] = float(group["lr"]) * self.gamma
         self.epochs_stepped += 1
 
-    def step_validation(self, value: float) -> bool:
+    def step_validation(self, verdict: Verdict) -> bool:
         """Validations do not change the exponential schedule."""
         return False
 
@@ -168,12 +161,8 @@ def _restore_lrs(optimizer: torch.optim.Optimizer, lrs: list[float]) -> None:
         group["lr"] = float(lr)
 
 
-def build_scheduler(
-    cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, *, threshold: float
-) -> LrScheduler:
-    """The schedule named by `cfg.kind` for one optimizer (`threshold`: the early-stopping min_delta)."""
+def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer) -> LrScheduler:
+    """The schedule named by `cfg.kind` for one optimizer."""
     if cfg.kind == "plateau":
-        return ReduceLROnPlateau(
-            optimizer, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr, threshold=threshold
-        )
+        return ReduceLROnPlateau(optimizer, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr)
     return ExponentialDecay(optimizer, gamma=cfg.gamma)

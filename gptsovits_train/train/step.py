@@ -66,6 +66,28 @@ def _finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x).all())
 
 
+def _backward_and_update(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    scaler: torch.amp.GradScaler,
+    clip: float | None,
+    ctx: DistContext,
+) -> tuple[bool, torch.Tensor]:
+    """Scaled backward, unscale, gradient norm (clipped when `clip` is set), and the update when finite.
+
+    Returns whether the update was applied (on every DDP rank alike) and the total gradient norm. With an
+    fp16 scaler, inf gradients are the scaler's own overflow handling (it skips the update itself).
+    """
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    gnorm = _grad_norm(params, clip)
+    ok = all_true(_finite(loss) and (scaler.is_enabled() or _finite(gnorm)), ctx)
+    if ok:
+        scaler.step(optimizer)
+    return ok, gnorm
+
+
 def train_step(
     G: torch.nn.Module,
     D: torch.nn.Module,
@@ -101,13 +123,7 @@ def train_step(
         real, fake, _, _ = D(y, out.y_hat.detach())
     with full_precision(device):
         loss_d, _ = discriminator_loss(real, fake)
-    scaler.scale(loss_d).backward()
-    scaler.unscale_(optim_d)
-    gnorm_d = _grad_norm(d_params, train.grad_clip)
-    d_ok = _finite(loss_d) and (scaler.is_enabled() or _finite(gnorm_d))
-    d_ok = all_true(d_ok, ctx)
-    if d_ok:
-        scaler.step(optim_d)
+    d_ok, gnorm_d = _backward_and_update(loss_d, optim_d, d_params, scaler, train.grad_clip, ctx)
 
     # ---- generator step
     optim_g.zero_grad(set_to_none=True)
@@ -127,13 +143,7 @@ def train_step(
             + kl_ssl
         )
     optim_d.zero_grad(set_to_none=True)  # D received gradients from the G loss: never used
-    scaler.scale(loss_g).backward()
-    scaler.unscale_(optim_g)
-    gnorm_g = _grad_norm(g_params, train.grad_clip)
-    g_ok = _finite(loss_g) and (scaler.is_enabled() or _finite(gnorm_g))
-    g_ok = all_true(g_ok, ctx)
-    if g_ok:
-        scaler.step(optim_g)
+    g_ok, gnorm_g = _backward_and_update(loss_g, optim_g, g_params, scaler, train.grad_clip, ctx)
     scaler.update()  # also after a skipped update: unscale_ has run, and a NaN loss lowers the fp16 scale
     optim_d.zero_grad(set_to_none=True)
     optim_g.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""EarlyStopping: table-driven, in the style of Lightning's test_early_stopping.py (no model needed)."""
+"""ValidationMonitor (best + early stopping): table-driven, in the style of Lightning's test_early_stopping.py
+(no model needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 
 from gptsovits_train.config import EarlyStoppingConfig
-from gptsovits_train.train.early_stopping import EarlyStopping
+from gptsovits_train.train.monitor import ValidationMonitor
 
 NAN = float("nan")
 INF = float("inf")
@@ -18,11 +19,12 @@ SEED_VALUES = [0.72, 0.58, 0.46, 0.41, 0.45, 0.52, 0.61]
 
 
 def run(values, *, epochs=None, **kwargs):
-    """Feed `values`; return (index of the stopping validation or None, the EarlyStopping)."""
-    es = EarlyStopping("val/mel", **kwargs)
+    """Feed `values`; return (index of the stopping validation or None, the ValidationMonitor)."""
+    es = ValidationMonitor("val/mel", **kwargs)
     epochs = epochs or list(range(1, len(values) + 1))
     for i, (epoch, value) in enumerate(zip(epochs, values, strict=True)):
-        stop, reason = es.step(value, epoch)
+        verdict = es.observe(value, epoch)
+        stop, reason = verdict.should_stop, verdict.reason
         assert isinstance(reason, str) and reason
         if stop:
             return i, es
@@ -138,22 +140,22 @@ def test_mode_max():
 )
 def test_constructor_validates(kwargs):
     with pytest.raises(ValueError):
-        EarlyStopping("val/mel", **kwargs)
+        ValidationMonitor("val/mel", **kwargs)
 
 
 def test_state_round_trip_continues_identically():
     values = [0.9, 0.8, 0.85, 0.86, 0.79, 0.8, 0.81, 0.82]
     full_stop, full = run(values, patience=3, min_delta=0.0)
 
-    first = EarlyStopping("val/mel", patience=3, min_delta=0.0)
+    first = ValidationMonitor("val/mel", patience=3, min_delta=0.0)
     for epoch, v in enumerate(values[:4], start=1):
-        first.step(v, epoch)
+        first.observe(v, epoch)
     state = first.state_dict()
-    resumed = EarlyStopping("val/mel", patience=3, min_delta=0.0)
+    resumed = ValidationMonitor("val/mel", patience=3, min_delta=0.0)
     resumed.load_state_dict(state)
     stop_at = None
     for i, v in enumerate(values[4:], start=4):
-        if resumed.step(v, i + 1)[0]:
+        if resumed.observe(v, i + 1).should_stop:
             stop_at = i
             break
     assert stop_at == full_stop == 7
@@ -161,13 +163,13 @@ def test_state_round_trip_continues_identically():
 
 
 def test_state_of_another_monitor_is_not_reused():
-    es = EarlyStopping("val/mel")
-    es.step(0.5, 1)
-    other = EarlyStopping("val/total")
+    es = ValidationMonitor("val/mel")
+    es.observe(0.5, 1)
+    other = ValidationMonitor("val/total")
     other.load_state_dict(es.state_dict())
     assert other.best_value is None
 
 
 def test_from_config():
-    es = EarlyStopping.from_config(EarlyStoppingConfig(patience=7, min_delta=0.01, warmup_epochs=2))
+    es = ValidationMonitor.from_config(EarlyStoppingConfig(patience=7, min_delta=0.01, warmup_epochs=2))
     assert (es.patience, es.min_delta, es.warmup_epochs, es.monitor) == (7, 0.01, 2, "val/mel")

@@ -1,4 +1,5 @@
-"""CheckpointManager: best/last/top-k, NaN handling, eviction order, weights_only loading, state."""
+"""RunCheckpoints: best/last/top-k driven by the monitor's verdicts, NaN handling, eviction order,
+weights_only loading, state."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import torch
 
 from gptsovits_train.errors import CheckpointError
 from gptsovits_train.layout import RunLayout
-from gptsovits_train.train.checkpointing import (
+from gptsovits_train.train.monitor import ValidationMonitor
+from gptsovits_train.train.run_checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
-    CheckpointManager,
+    RunCheckpoints,
     first_nonfinite,
-    load_checkpoint,
+    load_run_checkpoint,
 )
 
 
@@ -35,12 +37,49 @@ def make_state(epoch: int, *, poison: bool = False) -> dict:
 
 
 def epoch_of(path: Path) -> int:
-    return int(load_checkpoint(path)["epoch"])
+    return int(load_run_checkpoint(path)["epoch"])
+
+
+class Run:
+    """The monitor (min_delta 0: strictly lower is better) and the checkpoints of one run, saved together."""
+
+    def __init__(self, layout: RunLayout, **kwargs) -> None:
+        self.monitor = ValidationMonitor("val/mel", patience=100, min_delta=0.0)
+        self.mgr = RunCheckpoints(layout, **kwargs)
+
+    def save(self, state: dict, *, epoch: int, step: int, score: float | None):
+        """What the engine does: weights that cannot be saved never become the best."""
+        if score is not None and self.mgr.unsaveable(state):
+            score = math.nan
+        verdict = None if score is None else self.monitor.observe(score, epoch, step)
+        state["best"] = self.monitor.best_record()
+        state["early_stopping"] = self.monitor.state_dict()
+        return self.mgr.save(state, verdict, epoch=epoch, step=step)
+
+    def load(self, state: dict) -> None:
+        self.mgr.load_state_dict(state["top_k"])
+        self.monitor.load_state_dict(state["early_stopping"], best=state["best"])
+
+    @property
+    def best(self):
+        return self.monitor.best_record()
+
+    @property
+    def best_value(self):
+        return self.monitor.best_value
+
+    @property
+    def best_k(self):
+        return self.mgr.best_k
+
+    @property
+    def best_k_models(self):
+        return self.mgr.best_k_models
 
 
 def test_best_last_topk_through_a_run(tmp_path):
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=2)
+    mgr = Run(layout, top_k=2)
     scores = {1: 0.72, 3: 0.58, 5: 0.46, 7: 0.41, 9: 0.45, 11: 0.52, 13: 0.61}
     for epoch, score in scores.items():
         out = mgr.save(make_state(epoch), epoch=epoch, step=epoch * 10, score=score)
@@ -63,7 +102,7 @@ def test_best_last_topk_through_a_run(tmp_path):
 
 def test_nan_weights_are_never_saved(tmp_path):
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=3)
+    mgr = Run(layout, top_k=3)
     mgr.save(make_state(1), epoch=1, step=10, score=0.9)
     out = mgr.save(make_state(2, poison=True), epoch=2, step=20, score=0.1)
     assert out.skipped and "generator.dec.weight" in out.skipped
@@ -76,7 +115,7 @@ def test_nan_weights_are_never_saved(tmp_path):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nonfinite_score_is_never_best(tmp_path, bad):
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=3)
+    mgr = Run(layout, top_k=3)
     out = mgr.save(make_state(1), epoch=1, step=10, score=bad)
     assert out.written == [layout.last]
     assert not layout.best.exists()
@@ -86,7 +125,7 @@ def test_nonfinite_score_is_never_best(tmp_path, bad):
 
 def test_score_none_writes_last_only(tmp_path):
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=3)
+    mgr = Run(layout, top_k=3)
     mgr.save(make_state(1), epoch=1, step=10, score=0.5)
     out = mgr.save(make_state(2), epoch=2, step=15, score=None)
     assert out.written == [layout.last]
@@ -95,7 +134,7 @@ def test_score_none_writes_last_only(tmp_path):
 
 def test_evicted_file_is_deleted_after_the_new_one_is_written(tmp_path, monkeypatch):
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=1)
+    mgr = Run(layout, top_k=1)
     mgr.save(make_state(1), epoch=1, step=10, score=0.5)
     seen = []
     real_unlink = Path.unlink
@@ -115,7 +154,7 @@ def test_evicted_file_is_deleted_after_the_new_one_is_written(tmp_path, monkeypa
 def test_files_are_independent_after_later_saves(tmp_path):
     """best.pt shares storage with the epoch's other files; later saves must not change it."""
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=0)
+    mgr = Run(layout, top_k=0)
     mgr.save(make_state(1), epoch=1, step=10, score=0.1)
     for epoch in range(2, 5):
         mgr.save(make_state(epoch), epoch=epoch, step=epoch * 10, score=1.0)
@@ -125,11 +164,11 @@ def test_files_are_independent_after_later_saves(tmp_path):
 
 def test_state_round_trip_and_resume_bookkeeping(tmp_path):
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=2)
+    mgr = Run(layout, top_k=2)
     for epoch, score in [(1, 0.5), (2, 0.4), (3, 0.45)]:
         mgr.save(make_state(epoch), epoch=epoch, step=epoch, score=score)
-    resumed = CheckpointManager(layout, top_k=2)
-    resumed.load_state_dict(load_checkpoint(layout.last)["top_k"])
+    resumed = Run(layout, top_k=2)
+    resumed.load(load_run_checkpoint(layout.last))
     assert resumed.best_k == mgr.best_k and resumed.best == mgr.best
     out = resumed.save(make_state(4), epoch=4, step=4, score=0.3)
     assert out.is_best and out.evicted == [layout.epoch_ckpt(3)]  # top-2 was {2: 0.4, 3: 0.45}
@@ -137,7 +176,7 @@ def test_state_round_trip_and_resume_bookkeeping(tmp_path):
 
 def test_non_writing_rank_keeps_bookkeeping_only(tmp_path):
     layout = RunLayout(tmp_path)
-    mgr = CheckpointManager(layout, top_k=2, write=False)
+    mgr = Run(layout, top_k=2, write=False)
     out = mgr.save(make_state(1), epoch=1, step=1, score=0.5)
     assert out.is_best and out.written == []
     assert not layout.ckpt_dir.exists()
@@ -149,19 +188,19 @@ class Evil:
 
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "missing.pt")
+        load_run_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="not a readable"):
-        load_checkpoint(junk)
+        load_run_checkpoint(junk)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weight": {}}, foreign)
     with pytest.raises(CheckpointError, match="format tag"):
-        load_checkpoint(foreign)
+        load_run_checkpoint(foreign)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "x": Evil()}, pickled)
     with pytest.raises(CheckpointError, match="not a readable"):
-        load_checkpoint(pickled)
+        load_run_checkpoint(pickled)
 
 
 def test_first_nonfinite():

@@ -1,20 +1,26 @@
-"""Run checkpoints: `last.pt`, `best.pt` and the top-k `epoch_XXXX.pt` files of a run folder.
+"""Run checkpoints: the `last.pt`, `best.pt` and top-k `epoch_XXXX.pt` files of a run folder.
 
-A checkpoint is a plain `torch.save` dict loadable with `torch.load(..., weights_only=True)` (the contract in
-the README/brief): format tag, tool version, generator/discriminator state dicts (fp32), optimizers, grad
-scaler, schedulers, early stopping, RNG states, epoch, step, metrics, `best`, and the resolved config.
+(Not to be confused with the `checkpoints/` package, which reads and writes weight-file *formats*: official
+exports, pretrained files, and these run checkpoints when `export-best`/`inspect` read them.)
 
-`CheckpointManager` keeps, in the Lightning `ModelCheckpoint` style:
+A run checkpoint is a plain `torch.save` dict loadable with `torch.load(..., weights_only=True)`: the common
+part written by the engine (`training_state.training_state`: format tag, tool version, stage name, epoch,
+step, metrics, `best`, `top_k`, monitor (`early_stopping`), RNG states, run progress, the resolved config)
+plus what the stage adds (SoVITS: generator/discriminator state dicts in fp32, optimizers, grad scaler,
+schedules).
+
+`RunCheckpoints` keeps, in the Lightning `ModelCheckpoint` style:
 
 - `last.pt` on every save (the resume point),
-- `best.pt` whenever the monitored score improves (strictly; NaN/Inf is never best),
-- the `top_k` best epochs as `epoch_XXXX.pt`, tracked as `{file name: score}`; a file pushed out of the
-  top-k is deleted only after the new file is in place.
+- `best.pt` when the monitor's verdict says the validation improved (`monitor.ValidationMonitor`: the one
+  owner of "best"),
+- the `top_k` best-scoring epochs as `epoch_XXXX.pt`, tracked as `{file name: score}`; a file pushed out of
+  the top-k is deleted only after the new file is in place. NaN/Inf scores never rank.
 
 Each save serialises the state once and hard-links it to every target name (falling back to a copy where the
 file system has no hard links), so saving best + last + an epoch file costs one write. Every name is
-replaced atomically (temporary name + rename). A state whose generator or discriminator weights contain
-NaN/Inf is never written at all.
+replaced atomically (temporary name + rename). A state whose model weights contain NaN/Inf is never written
+at all.
 """
 
 from __future__ import annotations
@@ -30,15 +36,19 @@ from typing import Any, Literal
 
 import torch
 
+from gptsovits_train.checkpoints.files import RUN_CHECKPOINT_FORMAT, RUN_CHECKPOINT_FORMAT_VERSION
 from gptsovits_train.errors import CheckpointError
 from gptsovits_train.fileio import atomic_path, atomic_torch_save
 from gptsovits_train.layout import RunLayout
+from gptsovits_train.train.monitor import Verdict
 
 LOG = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "gsv-train-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
-WEIGHT_KEYS = ("generator", "discriminator")
+#: The format tag and version of a run checkpoint (defined once, beside the readers in `checkpoints/`).
+CHECKPOINT_FORMAT = RUN_CHECKPOINT_FORMAT
+CHECKPOINT_FORMAT_VERSION = RUN_CHECKPOINT_FORMAT_VERSION
+#: Where the weights of a checkpoint written before the stage name was stored live (SoVITS).
+LEGACY_WEIGHT_KEYS = ("generator", "discriminator")
 
 
 def first_nonfinite(state_dicts: dict[str, Any]) -> str | None:
@@ -63,7 +73,7 @@ def first_nonfinite(state_dicts: dict[str, Any]) -> str | None:
 
 @dataclass
 class SaveOutcome:
-    """What one `CheckpointManager.save` call did."""
+    """What one `RunCheckpoints.save` call did."""
 
     written: list[Path] = field(default_factory=list)
     evicted: list[Path] = field(default_factory=list)
@@ -71,24 +81,24 @@ class SaveOutcome:
     skipped: str | None = None  # why nothing was written
 
 
-class CheckpointManager:
+class RunCheckpoints:
     """Best / last / top-k checkpoints of one run folder.
 
     Args:
         layout: the run folder.
+        weight_keys: the keys of a state that hold model weights (never written when not finite).
         top_k: how many `epoch_XXXX.pt` files to keep (0: none; best.pt and last.pt are always kept).
-        monitor: metric name stored in the `best` record.
-        mode: "min" (lower score is better) or "max".
+        mode: "min" (lower score ranks higher) or "max".
         write: whether this process writes files (False on DDP ranks other than 0: the bookkeeping still
-            runs, so every rank agrees on what is best).
+            runs, so every rank agrees on what is kept).
     """
 
     def __init__(
         self,
         layout: RunLayout,
         *,
+        weight_keys: tuple[str, ...] = LEGACY_WEIGHT_KEYS,
         top_k: int = 3,
-        monitor: str = "val/mel",
         mode: Literal["min", "max"] = "min",
         write: bool = True,
     ) -> None:
@@ -97,12 +107,11 @@ class CheckpointManager:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.layout = layout
+        self.weight_keys = weight_keys
         self.top_k = top_k
-        self.monitor = monitor
         self.mode = mode
         self.write = write
         self.best_k: dict[str, float] = {}  # file name inside ckpt_dir -> score
-        self.best: dict[str, Any] | None = None  # {"epoch", "step", "metric", "value"}
 
     # ------------------------------------------------------------------------------------------- queries
     def _better(self, a: float, b: float) -> bool:
@@ -112,14 +121,6 @@ class CheckpointManager:
     def best_k_models(self) -> dict[Path, float]:
         """`{path: score}` of the kept epoch checkpoints."""
         return {self.layout.ckpt_dir / name: score for name, score in self.best_k.items()}
-
-    @property
-    def best_value(self) -> float | None:
-        return None if self.best is None else float(self.best["value"])
-
-    @property
-    def best_epoch(self) -> int | None:
-        return None if self.best is None else int(self.best["epoch"])
 
     def kth_best(self) -> tuple[str, float] | None:
         """The kept epoch file with the worst score (the next one to be evicted)."""
@@ -132,42 +133,45 @@ class CheckpointManager:
         )
         return name, self.best_k[name]
 
-    # ---------------------------------------------------------------------------------------------- save
-    def save(self, state: dict[str, Any], *, epoch: int, step: int, score: float | None) -> SaveOutcome:
-        """Save `state` as last (always), best (if `score` improves) and top-k (if it ranks).
+    def unsaveable(self, state: dict[str, Any]) -> str | None:
+        """Why `state` must not be written (its weights hold NaN/Inf: names the first such tensor)."""
+        bad = first_nonfinite({k: state.get(k) for k in self.weight_keys})
+        return None if bad is None else f"weights are not finite ({bad})"
 
-        `state` must hold at least "generator" and "discriminator"; this method fills in its `best` and
-        `top_k` records. `score=None` (no validation this time, e.g. an interrupted epoch) writes last only.
+    # ---------------------------------------------------------------------------------------------- save
+    def save(self, state: dict[str, Any], verdict: Verdict | None, *, epoch: int, step: int) -> SaveOutcome:
+        """Save `state` as last (always), best (when `verdict.improved`) and top-k (if its score ranks).
+
+        `state` must hold the weights named by `weight_keys`; this method fills in its `top_k` record.
+        `verdict=None` (no validation this time, e.g. an interrupted epoch) writes last only.
         """
-        bad = first_nonfinite({k: state.get(k) for k in WEIGHT_KEYS})
+        bad = self.unsaveable(state)
         if bad is not None:
-            reason = f"weights are not finite ({bad}); epoch {epoch} step {step} was not saved"
+            reason = f"{bad}; epoch {epoch} step {step} was not saved"
             LOG.error("checkpoint skipped: %s", reason)
             return SaveOutcome(skipped=reason)
 
         outcome = SaveOutcome()
         names = [self.layout.last.name]
         evict: list[str] = []
-        if score is not None and math.isfinite(score):
-            if self.best is None or self._better(score, float(self.best["value"])):
-                self.best = {"epoch": epoch, "step": step, "metric": self.monitor, "value": float(score)}
-                outcome.is_best = True
-                names.append(self.layout.best.name)
-            if self.top_k > 0:
-                name = self.layout.epoch_ckpt(epoch).name
-                worst = self.kth_best()
-                if len(self.best_k) < self.top_k or name in self.best_k:
-                    self.best_k[name] = float(score)
-                    names.append(name)
-                elif worst is not None and self._better(score, worst[1]):
-                    self.best_k[name] = float(score)
-                    names.append(name)
-                    del self.best_k[worst[0]]
-                    evict.append(worst[0])
-        elif score is not None:
-            LOG.warning("%s = %s is not finite: epoch %d saved as last only", self.monitor, score, epoch)
+        if verdict is not None and verdict.improved:
+            outcome.is_best = True
+            names.append(self.layout.best.name)
+        if verdict is not None and math.isfinite(verdict.value) and self.top_k > 0:
+            score = float(verdict.value)
+            name = self.layout.epoch_ckpt(epoch).name
+            worst = self.kth_best()
+            if len(self.best_k) < self.top_k or name in self.best_k:
+                self.best_k[name] = score
+                names.append(name)
+            elif worst is not None and self._better(score, worst[1]):
+                self.best_k[name] = score
+                names.append(name)
+                del self.best_k[worst[0]]
+                evict.append(worst[0])
+        elif verdict is not None and not math.isfinite(verdict.value):
+            LOG.warning("the monitored metric is %s: epoch %d saved as last only", verdict.value, epoch)
 
-        state["best"] = dict(self.best) if self.best is not None else None
         state["top_k"] = self.state_dict()
         if self.write:
             outcome.written = self._write(state, names)
@@ -201,17 +205,11 @@ class CheckpointManager:
 
     # --------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "top_k": self.top_k,
-            "mode": self.mode,
-            "monitor": self.monitor,
-            "best_k": dict(self.best_k),
-            "best": dict(self.best) if self.best is not None else None,
-        }
+        return {"top_k": self.top_k, "mode": self.mode, "best_k": dict(self.best_k)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the top-k bookkeeping (older states also hold a `best` record: the monitor owns it now)."""
         self.best_k = {str(k): float(v) for k, v in state["best_k"].items()}
-        self.best = dict(state["best"]) if state["best"] is not None else None
         # Files listed in the state but gone from disk are forgotten (they can no longer be restored).
         if self.write:
             for name in list(self.best_k):
@@ -226,8 +224,10 @@ class CheckpointManager:
                 (self.layout.ckpt_dir / worst[0]).unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_run_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a run checkpoint safely (`weights_only=True`) and check its format tag.
+
+    A checkpoint without a `stage` entry (written before the engine served several stages) is a SoVITS one.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or not a gsv-train checkpoint.
@@ -247,7 +247,8 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             f"{path}: checkpoint format version {version} is not supported "
             f"(expected {CHECKPOINT_FORMAT_VERSION})"
         )
-    missing = [k for k in (*WEIGHT_KEYS, "epoch", "step") if k not in state]
+    state.setdefault("stage", "sovits")
+    missing = [k for k in ("epoch", "step") if k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return state
