@@ -379,10 +379,6 @@ class Config(_Section):
     def _check_stages(self) -> Config:
         if len(set(self.stages)) != len(self.stages):
             raise ValueError(f"stages lists a stage twice: {self.stages}")
-        if self.train.early_stopping.monitor == "val/loss":
-            raise ValueError(
-                "train.early_stopping.monitor val/loss is the GPT stage's (use val/mel or val/total)"
-            )
         return self
 
     def to_dict(self) -> dict[str, Any]:

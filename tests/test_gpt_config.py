@@ -27,7 +27,6 @@ def test_gpt_model_defaults_are_the_official_v2_model(reference_dir: Path) -> No
         ("gpt.optimizer={}", "unknown key 'gpt.optimizer'"),
         ("gpt.model.EOS=5", "EOS must be vocab_size - 1"),
         ("gpt.early_stopping.monitor=val/mel", "must be val/loss"),
-        ("train.early_stopping.monitor=val/loss", "GPT stage's"),
         ("stages=[gpt,gpt]", "twice"),
         ("stages=[gpt,tts]", "stages.1"),
         ("gpt.accumulation=sometimes", "gpt.accumulation"),
@@ -41,3 +40,12 @@ def test_bad_gpt_settings_name_the_key(override: str, message: str) -> None:
 def test_stages_default_to_sovits_only() -> None:
     assert load_config().stages == ["sovits"]
     assert load_config(None, ["stages=[sovits, gpt]"]).stages == ["sovits", "gpt"]
+
+
+def test_sovits_stage_refuses_the_gpt_monitor(tmp_path) -> None:
+    from gptsovits_train.errors import GsvError
+    from gptsovits_train.train.stages import fit_stages
+
+    cfg = load_config(None, ["train.early_stopping.monitor=val/loss"])
+    with pytest.raises(GsvError, match="val/loss is the GPT stage's"):
+        fit_stages(cfg, tmp_path / "run")

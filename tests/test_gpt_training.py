@@ -227,5 +227,9 @@ def test_bf16_autocast_step_on_cpu_trains_in_fp32_weights() -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     with torch.no_grad():
-        ref = model(batch.phoneme_ids, batch.phoneme_lens, batch.semantic_ids, batch.semantic_lens, batch.bert)
-    assert abs(r.loss - float(ref.loss)) / float(ref.loss) < 0.05  # bf16 forward vs fp32, before vs after 1 step
+        ref = model(
+            batch.phoneme_ids, batch.phoneme_lens, batch.semantic_ids, batch.semantic_lens, batch.bert
+        )
+    assert (
+        abs(r.loss - float(ref.loss)) / float(ref.loss) < 0.05
+    )  # bf16 forward vs fp32, before vs after 1 step

@@ -1,0 +1,84 @@
+"""The GPT stage end to end through the CLI: fit (own subfolder, validation, best reload), export-best in the
+official format, inspect; exact resume on CPU; both stages in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gptsovits_train.cli import app
+from gptsovits_train.config import load_config
+from gptsovits_train.train.run_checkpoints import load_run_checkpoint
+from tests.fit_helpers import CONFIGS, make_dataset
+from tests.gpt_helpers import TINY_GPT, add_gpt_features
+
+
+@pytest.fixture(scope="module")
+def gpt_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    layout = make_dataset(tmp_path_factory.mktemp("gptds") / "ds", n_train=6, n_val=2, max_seconds=1.5)
+    add_gpt_features(layout)
+    return layout.root
+
+
+def _args(dataset: Path, *extra: str) -> list[str]:
+    out = ["--config", str(CONFIGS / "tiny.yaml"), "--set", f"train.dataset={dataset}"]
+    for s in (*TINY_GPT, *extra):
+        out += ["--set", s]
+    return out
+
+
+def test_gpt_stage_fits_exports_and_inspects(gpt_dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "voice"
+    runner = CliRunner()
+    r = runner.invoke(app, ["fit", "--stage", "gpt", "--run-dir", str(run), *_args(gpt_dataset)])
+    assert r.exit_code == 0, r.output
+    gpt_dir = run / "gpt"
+    summary = json.loads((gpt_dir / "summary.json").read_text())
+    assert summary["stage"] == "gpt" and summary["monitor"] == "val/loss"
+    assert summary["best_epoch"] in (1, 2) and summary["reload_matches_best"]
+    assert set(summary["val_after_reload"]) >= {"val/loss", "val/top1", "val/top3", "val/eos_acc"}
+    assert not (run / "sovits").exists()
+    report = json.loads((gpt_dir / "gpt_dataset.json").read_text())
+    assert report["train_clips"] == 6 and report["val_clips"] == 2
+    lines = [json.loads(x) for x in (gpt_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/loss" in json.dumps(x) for x in lines)
+
+    e = runner.invoke(app, ["export-best", str(run)])
+    assert e.exit_code == 0, e.output
+    best = summary["best_epoch"]
+    export = gpt_dir / "exports" / f"voice-e{best}.ckpt"
+    assert export.is_file(), e.output
+    loaded = torch.load(export, map_location="cpu", weights_only=True)
+    assert loaded["info"] == f"GPT-e{best}"
+    manifest = json.loads(export.with_name(export.name + ".manifest.json").read_text())
+    assert list(loaded["weight"]) == manifest["export_keys"]
+    ck = load_run_checkpoint(gpt_dir / "checkpoints" / "best.pt")
+    for k, v in ck["decoder"].items():
+        assert torch.equal(loaded["weight"][f"model.{k}"], v.half())
+    i = runner.invoke(app, ["inspect", str(export)])
+    assert i.exit_code == 0 and "GPT (s1) official-export" in i.output, i.output
+
+
+def test_gpt_resume_is_exact_on_cpu(gpt_dataset: Path, tmp_path: Path) -> None:
+    from gptsovits_train.train.gpt_stage import GptStage, engine_config
+    from gptsovits_train.train.loop import run_stage
+
+    cfg = load_config(CONFIGS / "tiny.yaml", [f"train.dataset={gpt_dataset}", *TINY_GPT, "gpt.epochs=2"])
+    straight = tmp_path / "straight"
+    run_stage(GptStage(cfg, straight), engine_config(cfg), straight, progress=False)
+
+    first = tmp_path / "resumed"
+    one = cfg.model_copy(update={"gpt": cfg.gpt.model_copy(update={"epochs": 1})})
+    run_stage(GptStage(one, first), engine_config(one), first, progress=False)
+    (first / "summary.json").unlink()
+    run_stage(GptStage(cfg, first), engine_config(cfg), first, resume=True, progress=False)
+
+    a = load_run_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_run_checkpoint(first / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["decoder"].items():
+        assert torch.equal(v, b["decoder"][k]), k
