@@ -55,7 +55,8 @@ def test_tiny_fit_end_to_end(tmp_path, dataset):
     assert "best epoch" in result.output and f"gsv-train export-best {run}" in result.output
     assert not dist.is_initialized()  # one process never creates a process group
 
-    layout = RunLayout(run)
+    assert sorted(p.name for p in run.iterdir()) == ["sovits"]  # each stage in its own subfolder
+    layout = RunLayout(run / "sovits")
     summary = json.loads(layout.summary.read_text())
     events = read_metrics(layout.metrics)
     vals = [e for e in events if e["event"] == "val"]
@@ -128,7 +129,7 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, dataset):
         "--quiet",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ)
-    metrics = RunLayout(run).metrics
+    metrics = RunLayout(run / "sovits").metrics
     deadline = time.monotonic() + 120
     try:
         # wait until epoch 1 was validated (so a best exists) and the run is training again
@@ -145,8 +146,8 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, dataset):
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "--resume" in out
-    summary = json.loads(RunLayout(run).summary.read_text())
+    summary = json.loads(RunLayout(run / "sovits").summary.read_text())
     assert summary["stop_reason"] == "interrupted" and "SIGTERM" in summary["stop_message"]
     assert summary["reload_matches_best"] is True
-    last = torch.load(RunLayout(run).last, weights_only=True)
+    last = torch.load(RunLayout(run / "sovits").last, weights_only=True)
     assert last["step"] == summary["steps"] and last["progress"]["epoch_finished"] is False

@@ -82,3 +82,21 @@ def test_gpt_resume_is_exact_on_cpu(gpt_dataset: Path, tmp_path: Path) -> None:
     assert a["epoch"] == b["epoch"] == 2
     for k, v in a["decoder"].items():
         assert torch.equal(v, b["decoder"][k]), k
+
+
+def test_both_stages_in_one_run_then_resume_skips_them(gpt_dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "both"
+    args = _args(gpt_dataset, "stages=[sovits, gpt]", "train.epochs=1", "gpt.epochs=1")
+    runner = CliRunner()
+    r = runner.invoke(app, ["fit", "--run-dir", str(run), "-q", *args])
+    assert r.exit_code == 0, r.output
+    assert "[sovits] best epoch 1" in r.output and "[gpt] best epoch 1" in r.output
+    for stage in ("sovits", "gpt"):
+        assert json.loads((run / stage / "summary.json").read_text())["stage"] == stage
+    again = runner.invoke(app, ["fit", "--run-dir", str(run), "--resume", "-q", *args])
+    assert again.exit_code == 0, again.output
+    assert "[sovits] already finished" in again.output and "[gpt] already finished" in again.output
+    e = runner.invoke(app, ["export-best", str(run)])
+    assert e.exit_code == 0, e.output
+    assert (run / "sovits" / "exports").is_dir() and list((run / "sovits" / "exports").glob("both_e1_s*.pth"))
+    assert (run / "gpt" / "exports" / "both-e1.ckpt").is_file()
