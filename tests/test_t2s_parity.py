@@ -125,21 +125,19 @@ def _loss_per_item(r: Any) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(r.logits.transpose(1, 2), r.targets, reduction="none").sum(1)
 
 
-def _pad_quirk_batch(fx: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _pad_quirk_losses(fx: dict[str, Any], text_mask: str) -> torch.Tensor:
+    """Per-item losses of the fixture's padding-quirk pair (18 vs 10 phones, same 25 codes)."""
     b = fixture_batch(fx, "pad_quirk/batch")
     bert = fixture_batch(fx)["bert_feature"]
     row1 = torch.zeros(1024, 18)
     row1[:, :10] = bert[2, :, :10]
     b["bert_feature"] = torch.stack([bert[1], row1])
-    return b
+    with torch.no_grad():
+        return _loss_per_item(forward_batch(fixture_model(fx), b, text_mask=text_mask))
 
 
 def test_official_text_mask_reproduces_the_padding_quirk(fx: dict[str, Any]) -> None:
-    model = fixture_model(fx)
-    b = _pad_quirk_batch(fx)
-    with torch.no_grad():
-        r = forward_batch(model, b, text_mask="official")
-    per_item = _loss_per_item(r)
+    per_item = _pad_quirk_losses(fx, "official")
     torch.testing.assert_close(
         per_item, fx["outputs"]["pad_quirk/batch_loss_per_item"], rtol=LOSS_REL, atol=0
     )
@@ -149,11 +147,7 @@ def test_official_text_mask_reproduces_the_padding_quirk(fx: dict[str, Any]) -> 
 
 def test_per_item_text_mask_gives_every_item_its_single_loss(fx: dict[str, Any]) -> None:
     """The corrected mask: each item of a padded batch gets the loss it has alone (what inference sees)."""
-    model = fixture_model(fx)
-    b = _pad_quirk_batch(fx)
-    with torch.no_grad():
-        r = forward_batch(model, b, text_mask="per_item")
-    per_item = _loss_per_item(r)
+    per_item = _pad_quirk_losses(fx, "per_item")
     torch.testing.assert_close(per_item, fx["outputs"]["pad_quirk/single_losses"], rtol=LOSS_REL, atol=0)
 
 
