@@ -61,6 +61,10 @@ def test_gpt_stage_fits_exports_and_inspects(gpt_dataset: Path, tmp_path: Path) 
         assert torch.equal(loaded["weight"][f"model.{k}"], v.half())
     i = runner.invoke(app, ["inspect", str(export)])
     assert i.exit_code == 0 and "GPT (s1) official-export" in i.output, i.output
+    c = runner.invoke(app, ["inspect", str(gpt_dir / "checkpoints" / "best.pt")])
+    assert c.exit_code == 0 and "GPT (s1) run-checkpoint" in c.output and "(strict): yes" in c.output, (
+        c.output
+    )
 
 
 def test_gpt_resume_is_exact_on_cpu(gpt_dataset: Path, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ GPT_MANIFEST_FORMAT = "gsv-train-gpt-export-manifest"
 GPT_PHONEME_VOCAB: dict[int, str] = {512: "v1", 732: "v2"}
 _INFO = re.compile(r"^GPT-e(?P<epoch>\d+)$")
 
-GptKind = Literal["official-export", "pretrained", "state-dict"]
+GptKind = Literal["official-export", "pretrained", "state-dict", "run-checkpoint"]
 
 
 def gpt_version_from_vocab(phoneme_vocab_size: int) -> str | None:
@@ -119,6 +119,16 @@ def read_gpt_weights(path: Path | str) -> GptWeightsFile:
         config = to_plain(obj["config"]) if isinstance(obj.get("config"), dict) else None
         info = obj["info"] if isinstance(obj.get("info"), str) else None
         kind = "official-export" if info is not None and _INFO.match(info) else "pretrained"
+    elif isinstance(obj.get("decoder"), dict) and obj.get("stage") == "gpt":  # a gsv-train GPT run checkpoint
+        model_cfg = ((obj.get("config") or {}).get("gpt") or {}).get("model")
+        wf = GptWeightsFile(path, "run-checkpoint", dict(obj["decoder"]), None, None, None, None)
+        if isinstance(model_cfg, dict):
+            from gptsovits_train.config import GptModelConfig
+
+            wf.config = {"model": GptModelConfig(**model_cfg).to_official()}
+        wf.epoch = int(obj["epoch"]) if isinstance(obj.get("epoch"), int) else None
+        wf.version = gpt_version_from_vocab(wf.phoneme_vocab_size)
+        return wf
     elif "pytorch-lightning_version" in obj or "state_dict" in obj:
         raise CheckpointError(
             f"{path}: is an official Lightning training checkpoint; use the GPT_weights export of that epoch"
@@ -343,5 +353,7 @@ def is_gpt_file(path: Path | str) -> bool:
         return False
     if not isinstance(obj, dict):
         return False
-    weight = obj.get("weight")
-    return is_gpt_state(weight) if isinstance(weight, dict) else is_gpt_state(obj)
+    for entry in (obj.get("weight"), obj.get("decoder")):
+        if isinstance(entry, dict):
+            return is_gpt_state(entry)
+    return is_gpt_state(obj)
