@@ -104,3 +104,40 @@ def test_both_stages_in_one_run_then_resume_skips_them(gpt_dataset: Path, tmp_pa
     assert e.exit_code == 0, e.output
     assert (run / "sovits" / "exports").is_dir() and list((run / "sovits" / "exports").glob("both_e1_s*.pth"))
     assert (run / "gpt" / "exports" / "both-e1.ckpt").is_file()
+
+
+def test_gpt_nan_guard_skips_rolls_back_and_never_keeps_nan_weights(
+    gpt_dataset: Path, tmp_path: Path
+) -> None:
+    import math
+
+    from gptsovits_train.layout import RunLayout
+    from gptsovits_train.train.gpt_stage import GptStage, engine_config
+    from gptsovits_train.train.loop import StepInfo, run_stage
+    from gptsovits_train.train.metrics import read_metrics
+
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        [f"train.dataset={gpt_dataset}", *TINY_GPT, "gpt.epochs=2", "train.nan_patience=2"],
+    )
+
+    def poison(info: StepInfo) -> None:
+        if info.step == 6:  # the last batch of epoch 1: epoch 1 ends with NaN weights
+            with torch.no_grad():
+                info.models["decoder"].ar_predict_layer.weight.fill_(float("nan"))
+
+    run = tmp_path / "nan"
+    result = run_stage(GptStage(cfg, run), engine_config(cfg), run, progress=False, on_step=poison)
+    layout = RunLayout(run)
+    summary = json.loads(layout.summary.read_text())
+    events = read_metrics(layout.metrics)
+    assert [e["step"] for e in events if e["event"] == "nan_skip"] == [7, 8]
+    assert summary["nan_guard"]["rollbacks"] == 1
+    (rollback,) = [e for e in events if e["event"] == "nan_rollback"]
+    assert rollback["restored_step"] == 0  # epoch 1's NaN weights were never written
+    # the rollback lowers the live official LR (0.002 after epoch 1's steps) by nan_lr_factor, for good
+    assert rollback["lr/gpt"] == pytest.approx(0.002 * cfg.train.nan_lr_factor)
+    assert summary["lr_final"]["gpt"] == pytest.approx(0.002 * cfg.train.nan_lr_factor)
+    vals = {e["epoch"]: e for e in events if e["event"] == "val"}
+    assert vals[1]["val/loss"] == "nan" and math.isfinite(vals[2]["val/loss"])
+    assert result.best_epoch == 2 and summary["reload_matches_best"]

@@ -242,7 +242,7 @@ class GptStage:
     def load_state_dict(self, state: dict[str, Any], *, schedules: bool = True) -> None:
         try:
             self.model.load_state_dict(state["decoder"])
-            self.stepper.load_state_dict(state["stepper"])
+            self.stepper.load_state_dict(state["stepper"], lr_position=schedules)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"the checkpoint does not match this GPT model ({exc})") from None
         if schedules:

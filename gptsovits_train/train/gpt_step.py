@@ -150,9 +150,16 @@ class GptStepper:
             "pending_grads": pending,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, lr_position: bool = True) -> None:
+        """Restore `state_dict()`. `lr_position=False` (a NaN rollback) keeps the live position in the
+        official LR sequence and the live group LRs, so the caller's LR reduction acts as a factor."""
+        live_lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.lr.load_state_dict(state["lr"])
+        if lr_position:
+            self.lr.load_state_dict(state["lr"])
+        else:
+            for group, lr in zip(self.optimizer.param_groups, live_lrs, strict=True):
+                group["lr"] = lr
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.pending_batches = int(state["pending_batches"])
