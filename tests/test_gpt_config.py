@@ -49,3 +49,15 @@ def test_sovits_stage_refuses_the_gpt_monitor(tmp_path) -> None:
     cfg = load_config(None, ["train.early_stopping.monitor=val/loss"])
     with pytest.raises(GsvError, match="val/loss is the GPT stage's"):
         fit_stages(cfg, tmp_path / "run")
+
+
+def test_gpt_stage_without_gpt_features_fails_before_the_sovits_stage(tmp_path) -> None:
+    from gptsovits_train.errors import GsvError
+    from gptsovits_train.train.stages import fit_stages
+    from tests.fit_helpers import make_dataset
+
+    ds = make_dataset(tmp_path / "ds", n_train=2, n_val=1, max_seconds=1.0)  # no semantic codes
+    cfg = load_config(None, [f"train.dataset={ds.root}", "stages=[sovits, gpt]"])
+    with pytest.raises(GsvError, match=r"no training clip left for the GPT stage.*prepare\.stages"):
+        fit_stages(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

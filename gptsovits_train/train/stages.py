@@ -53,6 +53,11 @@ def fit_stages(
     Raises `GsvError` from a stage (the stages before it keep their finished results).
     """
     names: list[StageName] = [only] if only is not None else list(cfg.stages)
+    if "gpt" in names and names[0] != "gpt" and cfg.train.dataset is not None:
+        # fail before hours of SoVITS training when the dataset has nothing for the GPT stage
+        from gptsovits_train.train.gpt_data import load_gpt_splits
+
+        load_gpt_splits(cfg.train.dataset, max_sec=cfg.gpt.max_sec)
     runs: list[StageRun] = []
     for name in names:
         folder = stage_dir(run_dir, name)
