@@ -6,13 +6,16 @@ Heavy imports (torch, transformers) happen inside the commands, so `gsv-train --
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gptsovits_train import __version__
-from gptsovits_train.config import Config, ConfigError, load_config
+from gptsovits_train.commands.download import download_pretrained_command
+from gptsovits_train.commands.export import export_best_command, inspect_command
+from gptsovits_train.commands.fit import fit_command
+from gptsovits_train.commands.options import fail
+from gptsovits_train.commands.prepare import prepare_command
 from gptsovits_train.errors import GsvError
 
 LOG = logging.getLogger(__name__)
@@ -24,13 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config key, e.g. --set train.batch_size=4 (repeatable)."),
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
 
 
 def _version_callback(value: bool) -> None:
@@ -48,18 +44,12 @@ def _root(
     """Headless GPT-SoVITS (SoVITS v2) fine-tuning."""
 
 
-def load_cli_config(config: Path | None, overrides: list[str] | None, param: str = "--config") -> Config:
-    """Load the config for a command; any problem becomes a usage error (exit 2) naming the key."""
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint=param) from None
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a one-line error and return the Exit to raise."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
+# The commands, registered here explicitly (their modules do not know the app), in `--help` order.
+app.command("download-pretrained")(download_pretrained_command)
+app.command("export-best")(export_best_command)
+app.command("inspect")(inspect_command)
+app.command("fit")(fit_command)
+app.command("prepare")(prepare_command)
 
 
 def main() -> None:
@@ -68,7 +58,3 @@ def main() -> None:
         app()
     except GsvError as exc:
         raise SystemExit(fail(str(exc)).exit_code) from None
-
-
-# Commands register themselves on `app` when their modules are imported (one module per command).
-import gptsovits_train.commands  # noqa: E402,F401

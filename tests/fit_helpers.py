@@ -7,6 +7,7 @@ Only the HuBERT features and phoneme ids are random (seeded), so the tests need 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,20 @@ def make_dataset(
         )
     write_manifest(layout.manifest, clips)
     return layout
+
+
+def fit_cli(dataset_root: Path, run_dir: Path, *overrides: str) -> list[str]:
+    """The command line of `gsv-train fit` on the tiny config (for tests that run it as a real process)."""
+    sets = [arg for item in (f"train.dataset={dataset_root}", *overrides) for arg in ("--set", item)]
+    return [
+        sys.executable,
+        "-m",
+        "gptsovits_train",
+        "fit",
+        "--config",
+        str(CONFIGS / "tiny.yaml"),
+        *sets,
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+    ]

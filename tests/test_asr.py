@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gptsovits_train.asr import AsrError, AsrStage, WhisperAsr
 from gptsovits_train.config import Config
+from gptsovits_train.data.asr import AsrError, AsrStage, WhisperAsr
 from tests.features_helpers import build_tiny_whisper, lj_waves_32k, make_dataset
 
 
@@ -57,7 +57,7 @@ def test_stage_fills_clips_without_text_and_records_them(tmp_path, whisper_dir, 
     assert any("transcribed by Whisper" in w.message for w in res.warnings)
 
     # resume: the records are used, Whisper is not loaded again
-    import gptsovits_train.asr as asr_mod
+    import gptsovits_train.data.asr as asr_mod
 
     def no_model(*a, **k):
         raise AssertionError("Whisper must not be loaded when every clip has a record")

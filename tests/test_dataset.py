@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from collections import Counter
 
 import numpy as np
@@ -13,6 +15,8 @@ import torch
 from gptsovits_train.config import AudioConfig, TrainConfig
 from gptsovits_train.data.manifest import read_manifest, write_manifest
 from gptsovits_train.errors import GsvError
+from gptsovits_train.features import RANDOM_TINY
+from gptsovits_train.features.extract import FeatureStamp
 from gptsovits_train.train.dataset import (
     LengthBucketBatchSampler,
     Sample,
@@ -71,8 +75,22 @@ def test_refuses_frame_mismatch_and_missing_phonemes(tmp_path):
     with pytest.raises(GsvError) as err:
         load_splits(layout.root, AUDIO, boundaries=BOUNDARIES)
     msg = str(err.value)
-    assert f"{clips[0].id} (ssl (768, {clips[0].n_frames - 3}), expected (768, {clips[0].n_frames}))" in msg
+    # the feature problem comes from the one feature check (`features.feature_problems`), as in prepare
+    n = clips[0].n_frames
+    assert f"{clips[0].id} (features have {n - 3} frames, the spectrogram has {n})" in msg
     assert "phoneme" in msg and clips[3].id in msg
+
+
+def test_random_hubert_features_warning_reaches_fit(tmp_path, caplog):
+    layout = make_dataset(tmp_path, n_train=3, n_val=1)
+    load_splits(layout.root, AUDIO, boundaries=BOUNDARIES)
+    assert "RANDOM HuBERT" not in caplog.text
+    layout.features_stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp = FeatureStamp(model=RANDOM_TINY, digest="0" * 64, random=True, hidden_size=768)
+    layout.features_stamp.write_text(json.dumps(stamp.to_dict()))
+    with caplog.at_level(logging.WARNING):
+        load_splits(layout.root, AUDIO, boundaries=BOUNDARIES)
+    assert "features come from a RANDOM HuBERT" in caplog.text
 
 
 def test_refuses_dataset_without_validation_clips(tmp_path):

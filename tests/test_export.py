@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import gptsovits_train.export as export_mod
+import gptsovits_train.checkpoints.export as export_mod
 from gptsovits_train.checkpoints import (
     EXPORT_DROPPED_PATTERNS,
     config_hash,
@@ -21,11 +21,11 @@ from gptsovits_train.checkpoints import (
     load_state_dict_strict,
     read_weights,
 )
+from gptsovits_train.checkpoints.export import export_best, manifest_path_for
 from gptsovits_train.checkpoints.inspect import inspect_weights
 from gptsovits_train.cli import app
 from gptsovits_train.config import Config, ModelConfig
 from gptsovits_train.errors import CheckpointError, GsvError
-from gptsovits_train.export import export_best, manifest_path_for
 from gptsovits_train.layout import RunLayout
 from gptsovits_train.models import build_generator, build_generator_from_config, official_model_config
 from tests.official_files_helpers import (

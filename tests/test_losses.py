@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 import torch
@@ -15,16 +14,6 @@ from gptsovits_train.models.losses import (
     kl_loss,
     mel_l1_loss,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Small models run fastest on one thread; a second OpenMP thread only adds barrier waits (and, on a
-    busy 2-core CI machine, turns millisecond ops into seconds)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def t(*values: float) -> torch.Tensor:

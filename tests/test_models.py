@@ -45,16 +45,6 @@ TINY_HOP = 64
 FROZEN_PREFIXES = ("ssl_proj.",)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Small models run fastest on one thread; a second OpenMP thread only adds barrier waits (and, on a
-    busy 2-core CI machine, turns millisecond ops into seconds)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_generator(version: str = "v2", seed: int = 0, **extra: Any) -> Any:
     return build_generator(version, random_codebook=True, seed=seed, **{**TINY, **extra})
 

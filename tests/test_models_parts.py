@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 import torch
@@ -11,16 +10,6 @@ import torch
 from gptsovits_train.models.attention import MultiHeadAttention
 from gptsovits_train.models.commons import rand_slice_segments, sequence_mask, slice_segments
 from gptsovits_train.models.flow import ResidualCouplingBlock
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Small models run fastest on one thread; a second OpenMP thread only adds barrier waits (and, on a
-    busy 2-core CI machine, turns millisecond ops into seconds)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def naive_relative_attention(mha: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

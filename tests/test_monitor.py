@@ -173,3 +173,27 @@ def test_state_of_another_monitor_is_not_reused():
 def test_from_config():
     es = ValidationMonitor.from_config(EarlyStoppingConfig(patience=7, min_delta=0.01, warmup_epochs=2))
     assert (es.patience, es.min_delta, es.warmup_epochs, es.monitor) == (7, 0.01, 2, "val/mel")
+
+
+def test_verdict_carries_the_best_and_the_patience():
+    m = ValidationMonitor("val/mel", patience=2, min_delta=0.01)
+    first, small, worse = m.observe(0.5, 1, 10), m.observe(0.495, 2, 20), m.observe(0.6, 3, 30)
+    assert (first.improved, first.best_value, first.best_epoch, first.patience_left) == (True, 0.5, 1, 2)
+    # 0.495 beats 0.5 by less than min_delta: not the best (so not best.pt), one validation of patience used
+    assert (small.improved, small.best_value, small.best_epoch, small.patience_left) == (False, 0.5, 1, 1)
+    assert worse.should_stop and worse.patience_left == 0 and "did not improve" in worse.reason
+    assert m.best_record() == {"epoch": 1, "step": 10, "metric": "val/mel", "value": 0.5}
+
+
+def test_older_checkpoints_best_record_wins():
+    """Before the monitor owned "best", best.pt followed a strict `<` of its own: on resume the record of
+    what best.pt holds wins over the early-stopping bookkeeping."""
+    old = ValidationMonitor("val/mel", patience=5, min_delta=1e-4)
+    for epoch, v in [(1, 0.5), (2, 0.49995), (3, 0.6)]:
+        old.observe(v, epoch)
+    state = old.state_dict()
+    del state["best_step"]  # not in older checkpoints
+    resumed = ValidationMonitor("val/mel", patience=5, min_delta=1e-4)
+    resumed.load_state_dict(state, best={"epoch": 2, "step": 20, "metric": "val/mel", "value": 0.49995})
+    assert (resumed.best_value, resumed.best_epoch, resumed.best_step) == (0.49995, 2, 20)
+    assert resumed.wait_count == 2

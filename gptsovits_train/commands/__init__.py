@@ -1,6 +1,1 @@
-"""`gsv-train` commands, one module each; importing a module registers its command on `cli.app`."""
-
-import gptsovits_train.commands.download
-import gptsovits_train.commands.export
-import gptsovits_train.commands.fit
-import gptsovits_train.commands.prepare  # noqa: F401
+"""`gsv-train` commands, one module each: thin Typer functions that `cli.py` registers on its app."""

@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 
-from gptsovits_train.cli import QuietOpt, app, fail
+from gptsovits_train.commands.options import QuietOpt, fail
 from gptsovits_train.errors import GsvError
 from gptsovits_train.logging_setup import configure_logging
 
 
-@app.command("download-pretrained")
 def download_pretrained_command(
     dest: Annotated[
         Path | None,

@@ -7,12 +7,11 @@ from typing import Annotated, Any, cast
 
 import typer
 
-from gptsovits_train.cli import QuietOpt, app, fail
+from gptsovits_train.commands.options import QuietOpt, fail
 from gptsovits_train.errors import GsvError
 from gptsovits_train.logging_setup import configure_logging
 
 
-@app.command("export-best")
 def export_best_command(
     source: Annotated[
         Path,
@@ -48,7 +47,7 @@ def export_best_command(
     configure_logging(quiet=quiet)
     if fmt not in ("pth", "safetensors"):
         raise typer.BadParameter(f"'{fmt}' is not one of pth, safetensors", param_hint="--format")
-    from gptsovits_train.export import ExportFormat, export_best
+    from gptsovits_train.checkpoints.export import ExportFormat, export_best
     from gptsovits_train.train.gpt_stage import DATASET_REPORT as GPT_DATASET_REPORT
     from gptsovits_train.train.gpt_stage import export_gpt_checkpoint
     from gptsovits_train.train.stages import export_stages, trained_stages
@@ -95,7 +94,6 @@ def _echo_sovits(result: Any) -> None:
     typer.echo(f"  manifest {result.manifest_path}")
 
 
-@app.command("inspect")
 def inspect_command(
     file: Annotated[
         Path,

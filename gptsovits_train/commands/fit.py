@@ -14,7 +14,7 @@ from typing import Annotated, cast
 
 import typer
 
-from gptsovits_train.cli import ConfigOpt, QuietOpt, SetOpt, app, fail, load_cli_config
+from gptsovits_train.commands.options import ConfigOpt, QuietOpt, SetOpt, fail, load_cli_config
 from gptsovits_train.config import StageName
 from gptsovits_train.errors import GsvError
 from gptsovits_train.logging_setup import configure_logging
@@ -22,7 +22,6 @@ from gptsovits_train.logging_setup import configure_logging
 LOG = logging.getLogger(__name__)
 
 
-@app.command("fit")
 def fit_command(
     config: ConfigOpt = None,
     overrides: SetOpt = None,

@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gptsovits_train.cli import ConfigOpt, QuietOpt, SetOpt, app, fail, load_cli_config
-from gptsovits_train.config import Config
-from gptsovits_train.data.stages import Stage, default_post_audio_stages
+from gptsovits_train.commands.options import ConfigOpt, QuietOpt, SetOpt, fail, load_cli_config
 from gptsovits_train.errors import GsvError
 from gptsovits_train.logging_setup import configure_logging
 
@@ -20,7 +18,6 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 LANGUAGES = ("zh", "en", "ja", "ko", "yue")
 
 
-@app.command("prepare")
 def prepare_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (resumed if it exists).")],
     inputs: Annotated[
@@ -154,61 +151,31 @@ def prepare_command(
             "give audio files/folders, --transcripts FILE, or --sample", param_hint="INPUT"
         )
     cfg = load_cli_config(config, overrides)
-    split_updates: dict[str, object] = {}
-    if seed is not None:
-        split_updates["seed"] = seed
-    if val_ratio is not None:
-        split_updates["val_ratio"] = val_ratio
-    if split_updates:
-        cfg.prepare.split = cfg.prepare.split.model_copy(update=split_updates)
-    feature_updates: dict[str, object] = {}
-    if hubert is not None:
-        feature_updates["hubert"] = hubert
-    if device is not None:
-        feature_updates["device"] = device
-    if feature_updates:
-        cfg.prepare.features = cfg.prepare.features.model_copy(update=feature_updates)
+    from gptsovits_train.data.prepare_request import PrepareRequest, run_prepare
 
-    from gptsovits_train.data.prepare import prepare
+    request = PrepareRequest(
+        out=out,
+        sources=sources,
+        transcripts=transcript_files,
+        language=language,
+        speaker=speaker,
+        workers=workers,
+        seed=seed,
+        val_ratio=val_ratio,
+        val_list=val_list,
+        slice_only=slice_only,
+        force=force,
+        hubert=hubert,
+        device=device,
+        asr=asr,
+        from_official=from_official,
+        progress=not quiet,
+    )
+
     from gptsovits_train.data.report import format_summary
 
     try:
-        if from_official is not None:
-            from gptsovits_train.data.official_import import import_official
-
-            report = import_official(
-                from_official,
-                out,
-                cfg,
-                list_file=transcript_files[0] if transcript_files else None,
-                force=force,
-            )
-        else:
-            if not slice_only:
-                _resolve_hubert(cfg)
-            stages: list[Stage] | None = None
-            if asr is not None:
-                from gptsovits_train.asr import AsrStage
-
-                stages = [
-                    AsrStage(asr, device=cfg.prepare.features.device),
-                    *default_post_audio_stages(cfg),
-                ]
-            report = prepare(
-                sources,
-                out,
-                cfg,
-                transcripts=transcript_files,
-                language=language,
-                speaker=speaker,
-                workers=workers,
-                val_list=val_list,
-                slice_only=slice_only,
-                keep_untranscribed=asr is not None,
-                force=force,
-                stages=stages,
-                progress=not quiet,
-            )
+        report = run_prepare(request, cfg)
     except GsvError as exc:
         raise fail(str(exc)) from None
     if not quiet:
@@ -233,15 +200,3 @@ def prepare_command(
             f"prepared {report.n_clips} clips ({m['train']:.1f} min train, {m['val']:.1f} min val) in {out}; "
             f"{len(report.skipped)} skipped, {report.n_warnings} warnings (details in {out}/report.json)"
         )
-
-
-def _resolve_hubert(cfg: Config) -> None:
-    """Use the downloaded chinese-hubert-base when neither --hubert nor the config names a model."""
-    if cfg.prepare.features.hubert:
-        return
-    from gptsovits_train.pretrained import find_pretrained
-
-    found = find_pretrained()
-    if found is not None and found.hubert_dir is not None:
-        LOG.info("using the downloaded HuBERT in %s", found.hubert_dir)
-        cfg.prepare.features = cfg.prepare.features.model_copy(update={"hubert": str(found.hubert_dir)})

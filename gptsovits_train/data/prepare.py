@@ -56,7 +56,7 @@ from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, wr
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import Source, SourcePlan, collect_sources
 from gptsovits_train.data.split import SplitItem, assign_split, read_val_list, resolve_val_list
-from gptsovits_train.data.stages import Stage, StageResult, default_post_audio_stages, stage_name
+from gptsovits_train.data.stages import Stage, StageResult, stage_name
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from gptsovits_train.layout import DatasetLayout
@@ -475,6 +475,25 @@ def no_transcript_message(n_sources: int) -> str:
         "or run with --slice-only to cut clips and get a .list template to fill in, "
         "or transcribe them with --asr DIR"
     )
+
+
+def default_post_audio_stages(cfg: Config) -> list[Stage]:
+    """The stages `prepare` runs after the audio stage when the caller passes none, in order.
+
+    1. text: phonemes via `gptsovits_train.text.g2p` (`data.phonemize.phonemize_clips`);
+    2. features: HuBERT content features in `ssl/<id>.npy` (`features.extract_features`), only when
+       `cfg.prepare.features.hubert` names a model folder (or `random-tiny`); without one the dataset has
+       no features and `fit` refuses it with a message saying what to run.
+    An ASR stage, when asked for, runs before these (see `commands/prepare.py`).
+    """
+    from gptsovits_train.data.phonemize import phonemize_clips
+
+    stages: list[Stage] = [phonemize_clips]
+    if cfg.prepare.features.hubert:
+        from gptsovits_train.features import extract_features
+
+        stages.append(extract_features)
+    return stages
 
 
 def prepare(

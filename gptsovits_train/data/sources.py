@@ -152,21 +152,25 @@ def collect_sources(
     plan.skipped.extend(bad_inputs)
 
     assigned: dict[Path, TranscriptEntry] = {}
+
+    def assign(entry: TranscriptEntry, path: Path) -> bool:
+        """Give `path` the transcript `entry`, unless an earlier line already named it (skipped, reported)."""
+        if path in assigned:
+            first = assigned[path].origin
+            reason = f"duplicate id {entry.key!r} (first at {first}); line ignored"
+            plan.skipped.append(Skipped(entry.origin, reason, STAGE))
+            return False
+        assigned[path] = entry
+        return True
+
     if not inputs:
         for entry in tset.entries:
             path = next((c for c in entry.candidates if c.is_file()), None)
             if path is None:
                 plan.skipped.append(Skipped(entry.origin, f"points to a missing file: {entry.key}", STAGE))
                 continue
-            if path in assigned:
-                first = assigned[path].origin
-                plan.skipped.append(
-                    Skipped(
-                        entry.origin, f"duplicate id {entry.key!r} (first at {first}); line ignored", STAGE
-                    )
-                )
+            if not assign(entry, path):
                 continue
-            assigned[path] = entry
             discovered.append((path, safe_id(path.stem)))
     else:
         by_path = {p: p for p, _ in discovered}
@@ -198,15 +202,7 @@ def collect_sources(
                         Skipped(entry.origin, f"points to a missing file: {entry.key}", STAGE)
                     )
                 continue
-            if match in assigned:
-                first = assigned[match].origin
-                plan.skipped.append(
-                    Skipped(
-                        entry.origin, f"duplicate id {entry.key!r} (first at {first}); line ignored", STAGE
-                    )
-                )
-                continue
-            assigned[match] = entry
+            assign(entry, match)
         if outside:
             plan.warnings.append(
                 WarningItem(

@@ -18,10 +18,10 @@ A stage is any callable ``stage(layout, clips, cfg) -> StageResult``. It must
 - never raise for one bad clip: drop it and add a `Skipped(source=clip.id or path, reason, stage=name)`;
 - raise `GsvError` only when the whole stage cannot run (missing model, ...).
 
-The stages that run by default come from `default_post_audio_stages(cfg)`; that function is the one
-place where the text stage (`gptsovits_train.text.g2p`) and the feature stage (HuBERT, `ssl/<id>.npy`)
-are registered by their owners. Callers (tests, the ASR path) may also pass `stages=[...]` to
-`prepare()` directly.
+The stages that run by default come from `data.prepare.default_post_audio_stages(cfg)`; that function
+is the one place where the text stage (`data.phonemize`) and the feature stage (HuBERT, `ssl/<id>.npy`)
+are registered. This module only defines the interface, so the stages import it and it imports none of
+them (no import cycle). Callers (tests, the ASR path) may also pass `stages=[...]` to `prepare()`.
 """
 
 from __future__ import annotations
@@ -56,22 +56,3 @@ def stage_name(stage: Stage) -> str:
     if isinstance(name, str) and name:
         return name
     return getattr(stage, "__name__", type(stage).__name__)
-
-
-def default_post_audio_stages(cfg: Config) -> list[Stage]:
-    """The stages `prepare` runs after the audio stage when the caller passes none, in order.
-
-    1. text: phonemes via `gptsovits_train.text.g2p` (`data.phonemize.phonemize_clips`);
-    2. features: HuBERT content features in `ssl/<id>.npy` (`features.extract_features`), only when
-       `cfg.prepare.features.hubert` names a model folder (or `random-tiny`); without one the dataset has
-       no features and `fit` refuses it with a message saying what to run.
-    An ASR stage, when asked for, runs before these (see `commands/prepare.py`).
-    """
-    from gptsovits_train.data.phonemize import phonemize_clips
-
-    stages: list[Stage] = [phonemize_clips]
-    if cfg.prepare.features.hubert:
-        from gptsovits_train.features import extract_features
-
-        stages.append(extract_features)
-    return stages

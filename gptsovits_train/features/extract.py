@@ -1,4 +1,4 @@
-"""The feature stage of `prepare` (`ssl/<id>.npy`) and the check `fit` runs before training.
+"""The feature stage of `prepare` (`ssl/<id>.npy`) and the feature check `prepare` and `fit` share.
 
 `extract_features(layout, clips, cfg)` is a post-audio stage (`data/stages.py`):
 
@@ -15,8 +15,10 @@
 - per-clip problems skip the clip with a reason (unreadable wav, wav/manifest disagreement, too short for
   HuBERT, output not finite even in fp32, frame counts that do not align).
 
-`check_features(layout, clips)` raises one `GsvError` naming the clips whose features are missing or do
-not match their spectrogram, and what to run.
+`feature_problems(layout, clips)` is the one feature check: `check_features` (raises one `GsvError` naming
+the clips whose features are missing or do not match their spectrogram, and what to run) and `fit`'s
+dataset check (`train.dataset.check_clip_files`) both use it, and both warn about random-HuBERT features
+(`warn_if_random_features`).
 """
 
 from __future__ import annotations
@@ -284,6 +286,34 @@ def _compute(layout: DatasetLayout, todo: list[Clip], cfg: Config, model_dir: Pa
     return failed
 
 
+def feature_problems(
+    layout: DatasetLayout, clips: list[Clip], *, hidden_size: int = 768
+) -> list[tuple[str, str]]:
+    """`(clip id, reason)` for every clip whose HuBERT features are missing or do not match its spectrogram.
+
+    The one feature check of the project: `check_features` (prepare) and `fit`'s dataset check
+    (`train.dataset.check_clip_files`) both use it. Reads only the .npy headers (fast).
+    """
+    problems: list[tuple[str, str]] = []
+    for clip in clips:
+        if not clip.ssl:
+            problems.append((clip.id, "no features"))
+            continue
+        reason = ssl_problem(layout.root / clip.ssl, clip.n_frames, hidden_size, full=False)
+        if reason:
+            problems.append((clip.id, reason))
+    return problems
+
+
+def warn_if_random_features(layout: DatasetLayout) -> bool:
+    """Log (and return True) when the dataset's features come from the random HuBERT (`random-tiny`)."""
+    stamp = read_stamp(layout)
+    if stamp is not None and stamp.random:
+        LOG.warning("%s: %s", layout.root, RANDOM_NOTICE)
+        return True
+    return False
+
+
 def check_features(
     layout: DatasetLayout, clips: list[Clip], *, hidden_size: int = 768, max_listed: int = 5
 ) -> None:
@@ -295,14 +325,7 @@ def check_features(
         GsvError: one line naming up to `max_listed` bad clips with their reason, the total count, and
             the command that repairs the dataset.
     """
-    problems: list[tuple[str, str]] = []
-    for clip in clips:
-        if not clip.ssl:
-            problems.append((clip.id, "no features"))
-            continue
-        reason = ssl_problem(layout.root / clip.ssl, clip.n_frames, hidden_size, full=False)
-        if reason:
-            problems.append((clip.id, reason))
+    problems = feature_problems(layout, clips, hidden_size=hidden_size)
     if problems:
         listed = "; ".join(f"{cid}: {why}" for cid, why in problems[:max_listed])
         more = f"; and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
@@ -312,6 +335,4 @@ def check_features(
             f"Run `gsv-train prepare` again into {layout.root} with --hubert DIR (chinese-hubert-base; "
             "`gsv-train download-pretrained` fetches it): it resumes and computes only what is missing"
         )
-    stamp = read_stamp(layout)
-    if stamp is not None and stamp.random:
-        LOG.warning("%s: %s", layout.root, RANDOM_NOTICE)
+    warn_if_random_features(layout)

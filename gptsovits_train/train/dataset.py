@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from gptsovits_train.config import AudioConfig
 from gptsovits_train.data.manifest import Clip, read_manifest
 from gptsovits_train.errors import GsvError
+from gptsovits_train.features.extract import feature_problems, warn_if_random_features
 from gptsovits_train.layout import DatasetLayout
 
 LOG = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ def check_clip_files(
 ) -> dict[str, list[str]]:
     """Every reason a clip cannot be trained on: {problem: ["<id> (detail)", ...]} (empty when all is well).
 
-    Reads only the `.npy` headers, so it is fast even for large datasets.
+    The dataset check `fit` runs: phonemes, wav, spectrogram and lengths here; the HuBERT features through
+    `features.feature_problems`, the check `prepare` documents. Reads only the `.npy` headers (fast).
     """
     problems: dict[str, list[str]] = {}
 
@@ -151,8 +153,6 @@ def check_clip_files(
     for clip in clips:
         if not clip.phone_ids:
             add("clips without phoneme ids", clip.id)
-        if clip.ssl is None:
-            add("clips without HuBERT features", clip.id)
         wav = layout.root / clip.path
         if not wav.is_file():
             add("clips with a missing wav", clip.id)
@@ -166,31 +166,18 @@ def check_clip_files(
             except (ValueError, OSError) as exc:
                 add("clips with an unreadable spectrogram", f"{clip.id} ({exc})")
                 spec_shape = None
-        ssl_shape = None
-        if clip.ssl is not None:
-            ssl_path = layout.root / clip.ssl
-            if not ssl_path.is_file():
-                add("clips with missing HuBERT feature files", clip.id)
-            else:
-                try:
-                    ssl_shape = _npy_shape(ssl_path)
-                except (ValueError, OSError) as exc:
-                    add("clips with unreadable HuBERT features", f"{clip.id} ({exc})")
         if spec_shape is not None and spec_shape != (audio.n_freq, clip.n_frames):
             add(
                 "clips with a spectrogram/manifest frame mismatch",
                 f"{clip.id} (spec {spec_shape}, expected ({audio.n_freq}, {clip.n_frames}))",
-            )
-        if ssl_shape is not None and ssl_shape != (ssl_dim, clip.n_frames):
-            add(
-                "clips with a HuBERT/spectrogram frame mismatch",
-                f"{clip.id} (ssl {ssl_shape}, expected ({ssl_dim}, {clip.n_frames}))",
             )
         if clip.n_samples < clip.n_frames * audio.hop_length:
             add(
                 "clips with a wav/spectrogram length mismatch",
                 f"{clip.id} ({clip.n_samples} samples < {clip.n_frames} frames x {audio.hop_length})",
             )
+    for clip_id, reason in feature_problems(layout, list(clips), hidden_size=ssl_dim):
+        add("clips without usable HuBERT features", f"{clip_id} ({reason})")
     return problems
 
 
@@ -219,6 +206,7 @@ def load_splits(
     problems = check_clip_files(layout, clips, audio, ssl_dim)
     if problems:
         raise GsvError(_problems_message(problems, len(clips), layout.root))
+    warn_if_random_features(layout)
 
     lo, hi = boundaries[0], boundaries[-1]
     dropped: dict[str, list[str]] = {}

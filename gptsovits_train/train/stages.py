@@ -114,7 +114,7 @@ def export_stages(
     """
     from typing import cast
 
-    from gptsovits_train.export import ExportFormat, export_best
+    from gptsovits_train.checkpoints.export import ExportFormat, export_best
     from gptsovits_train.train.gpt_stage import export_gpt_checkpoint
 
     run_dir = Path(run_dir)
