@@ -18,18 +18,11 @@ from gptsovits_train.train.gpt_data import GptDataset, gpt_collate, load_gpt_spl
 from gptsovits_train.train.gpt_validation import validate_gpt
 from tests.fit_helpers import CONFIGS, make_dataset
 from tests.gpt_helpers import TINY_GPT, add_gpt_features
-from tests.test_ddp import WORLD, _free_port
+from tests.test_ddp import WORLD, _free_port, join_world
 
 
 def _worker(rank: int, port: int, cfg_dict: dict, run_dir: str, out_dir: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    join_world(rank, port)
     from gptsovits_train.train.gpt_stage import GptStage, engine_config
     from gptsovits_train.train.loop import run_stage
 
