@@ -5,6 +5,7 @@ Sections:
 - `prepare`: slicing, loudness, split, features, text (used by `gsv-train prepare`).
 - `model`: SoVITS generator/discriminator hyper-parameters (the official `model` section).
 - `train`: optimisation, validation, early stopping, scheduler, checkpoints (used by `gsv-train fit`).
+- `stages`: what `gsv-train fit` trains (`sovits`, `gpt`); `gpt`: the GPT (s1) stage's own settings.
 
 Every section rejects unknown keys; errors name the full key path (`train.batch_sizee`).
 Defaults are the official v2 values; `configs/base.yaml` documents every field.
@@ -266,8 +267,9 @@ class EarlyStoppingConfig(_Section):
     """Stop when the validation metric stops improving (see `train/early_stopping.py`)."""
 
     enabled: bool = True
-    # val/spk_sim (needs train.spk_sim_model) is maximised; the others are minimised
-    monitor: Literal["val/mel", "val/total", "val/spk_sim"] = "val/mel"
+    # SoVITS stage: val/mel | val/total | val/spk_sim (needs train.spk_sim_model; maximised, the others are
+    # minimised); GPT stage (gpt.early_stopping): val/loss
+    monitor: Literal["val/mel", "val/total", "val/spk_sim", "val/loss"] = "val/mel"
     patience: int = Field(5, ge=1)  # validations in a row without improvement
     min_delta: float = Field(1e-4, ge=0)  # an improvement must beat the best by more than this
     warmup_epochs: int = Field(0, ge=0)  # validations at epochs <= this never use up patience
@@ -380,12 +382,112 @@ class TrainConfig(_Section):
         return self
 
 
+# ---------------------------------------------------------------------------------------------- gpt
+class GptModelConfig(_Section):
+    """The GPT (s1) model: the official ``model`` section of ``s1longer-v2.yaml`` (values below are v2's).
+
+    Official fields with no effect officially, and therefore not accepted here: ``linear_units`` (2048; the
+    feed-forward width is always 4 x hidden_dim), ``dropout`` (0; the layers hard-code 0.1, which is our
+    `layer_dropout`), ``random_bert`` (0; never read).
+    """
+
+    vocab_size: int = Field(1025, ge=2)  # semantic codes + EOS
+    phoneme_vocab_size: int = Field(732, ge=1)  # 732 = v2 symbols, 512 = v1
+    embedding_dim: int = Field(512, ge=1)  # must equal hidden_dim
+    hidden_dim: int = Field(512, ge=1)
+    head: int = Field(16, ge=1)
+    n_layer: int = Field(24, ge=1)
+    EOS: int = 1024  # must be vocab_size - 1
+    layer_dropout: float = Field(0.1, ge=0, lt=1)  # official: hard-coded 0.1 (positions, attention, FFN)
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> GptModelConfig:
+        if self.vocab_size - 1 != self.EOS:
+            raise ValueError(f"EOS must be vocab_size - 1 = {self.vocab_size - 1}")
+        if self.embedding_dim != self.hidden_dim:
+            raise ValueError("embedding_dim must equal hidden_dim (the official model adds them)")
+        if self.hidden_dim % self.head:
+            raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by head {self.head}")
+        return self
+
+    @classmethod
+    def from_official(cls, model: dict[str, Any]) -> GptModelConfig:
+        """From an official ``config["model"]`` dict (the official no-effect fields are dropped)."""
+        fields = ("vocab_size", "phoneme_vocab_size", "embedding_dim", "hidden_dim", "head", "n_layer", "EOS")
+        missing = [f for f in fields if f not in model]
+        if missing:
+            raise ValueError(f"official GPT config: model section lacks {missing}")
+        return cls(**{f: int(model[f]) for f in fields})
+
+    def to_official(self) -> dict[str, Any]:
+        """The official ``model`` section (with the official no-effect fields at their v2 values)."""
+        out = self.model_dump(exclude={"layer_dropout"})
+        return {**out, "linear_units": 4 * self.hidden_dim, "dropout": 0, "random_bert": 0}
+
+
+def _gpt_early_stopping() -> EarlyStoppingConfig:
+    return EarlyStoppingConfig(monitor="val/loss")
+
+
+class GptConfig(_Section):
+    """`gsv-train fit` GPT (s1) stage. `configs/base.yaml` documents every field with its official value.
+
+    The stage shares `train.dataset`, `train.seed`, `train.device`, the engine settings of `train`
+    (val_every, log_every, keep_top_k, nan_*, tensorboard, num_workers, cpu_threads, max_steps) and the
+    dataset's train/val split with the SoVITS stage; everything below is its own.
+    Official s1longer-v2.yaml fields with no effect officially: ``optimizer.lr`` / ``lr_init`` /
+    ``lr_end`` / ``warmup_steps`` / ``decay_steps`` (the effective LR is 0.01 for the first step, then
+    0.002), ``train.gradient_clip`` (unused), ``data.max_eval_sample`` (no validation officially).
+    """
+
+    pretrained_s1: str | None = None  # official GPT weights to start from (s1bert25hz-...ckpt); null = random
+    epochs: int = Field(15, ge=1)  # official: UI default 15 (yaml 20); early stopping usually ends sooner
+    batch_size: int = Field(8, ge=1)  # official train.batch_size (yaml 8; the UI picks by GPU memory)
+    official_batch_cap: bool = True  # official: batch = max(min(batch_size, epoch items // 4), 1)
+    min_items_per_epoch: int = Field(100, ge=1)  # official: < 100 clips -> max(2, int(100/n)) visits/epoch
+    max_sec: float = Field(54, gt=0)  # official data.max_sec: the dataset filters (facts §4)
+    accumulation: Literal["official", "per_epoch"] = "per_epoch"
+    accumulate_batches: int = Field(4, ge=1)  # official: 4 (hard-coded)
+    text_mask: Literal["official", "per_item"] = "per_item"
+    first_lr: float = Field(0.01, gt=0)  # official: ScaledAdam lr=0.01 (hard-coded), used by the 1st step
+    lr: float = Field(0.002, gt=0)  # official: every later step (the scheduler pins 0.002)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # official: 16-mixed on half GPUs, else 32
+    val_batch_size: int = Field(8, ge=1)  # validation results do not depend on it
+    early_stopping: EarlyStoppingConfig = Field(default_factory=_gpt_early_stopping)
+    scheduler: SchedulerConfig = SchedulerConfig()  # plateau: a factor on top of first_lr / lr
+    model: GptModelConfig = GptModelConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> GptConfig:
+        if self.early_stopping.monitor != "val/loss":
+            raise ValueError("early_stopping.monitor of the GPT stage must be val/loss")
+        if self.scheduler.kind != "plateau":
+            raise ValueError("scheduler.kind of the GPT stage must be plateau (the official LR has no decay)")
+        return self
+
+
+StageName = Literal["sovits", "gpt"]
+
+
+def _default_stages() -> list[StageName]:
+    return ["sovits"]
+
+
 # -------------------------------------------------------------------------------------------- config
 class Config(_Section):
     audio: AudioConfig = AudioConfig()
     prepare: PrepareConfig = PrepareConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    # stages `gsv-train fit` trains, in this order, each in its own subfolder of the run folder
+    stages: list[StageName] = Field(default_factory=_default_stages, min_length=1)
+    gpt: GptConfig = GptConfig()
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> Config:
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError(f"stages lists a stage twice: {self.stages}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

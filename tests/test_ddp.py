@@ -33,7 +33,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, port: int, cfg_dict: dict, run_dir: str, out_dir: str) -> None:
+def join_world(rank: int, port: int) -> None:
+    """What torchrun sets for one worker process (one torch thread each)."""
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(WORLD),
@@ -42,6 +43,10 @@ def _worker(rank: int, port: int, cfg_dict: dict, run_dir: str, out_dir: str) ->
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, port: int, cfg_dict: dict, run_dir: str, out_dir: str) -> None:
+    join_world(rank, port)
     result = fit(config_from_dict(cfg_dict), run_dir, progress=False)
     record = {
         "best_epoch": result.best_epoch,

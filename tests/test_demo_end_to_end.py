@@ -51,7 +51,7 @@ def test_prepare_fit_export_inspect_on_the_embedded_sample(tmp_path, monkeypatch
         ],
     )
     assert r.exit_code == 0, r.output
-    layout = RunLayout(run)
+    layout = RunLayout(run / "sovits")  # each stage trains in its own subfolder
     summary = json.loads(layout.summary.read_text())
     assert summary["stop_reason"] == "max_epochs" and summary["epochs_completed"] == 2
     assert summary["dataset"]["train_clips"] == 3 and summary["dataset"]["val_clips"] == 9

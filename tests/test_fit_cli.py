@@ -55,7 +55,8 @@ def test_tiny_fit_end_to_end(tmp_path, dataset):
     assert "best epoch" in result.output and f"gsv-train export-best {run}" in result.output
     assert not dist.is_initialized()  # one process never creates a process group
 
-    layout = RunLayout(run)
+    assert sorted(p.name for p in run.iterdir()) == ["sovits"]  # each stage in its own subfolder
+    layout = RunLayout(run / "sovits")
     summary = json.loads(layout.summary.read_text())
     events = read_metrics(layout.metrics)
     vals = [e for e in events if e["event"] == "val"]
@@ -130,7 +131,7 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, dataset):
     # one torch thread: the run must not depend on free cores to reach its second epoch
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    metrics = RunLayout(run).metrics
+    metrics = RunLayout(run / "sovits").metrics
     # generous: on a loaded machine the start (imports) alone can take a minute; the test waits for a
     # state of the run, never for a time
     deadline = time.monotonic() + 400
@@ -155,8 +156,8 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, dataset):
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "--resume" in out
-    summary = json.loads(RunLayout(run).summary.read_text())
+    summary = json.loads(RunLayout(run / "sovits").summary.read_text())
     assert summary["stop_reason"] == "interrupted" and "SIGTERM" in summary["stop_message"]
     assert summary["reload_matches_best"] is True
-    last = torch.load(RunLayout(run).last, weights_only=True)
+    last = torch.load(RunLayout(run / "sovits").last, weights_only=True)
     assert last["step"] == summary["steps"] and last["progress"]["epoch_finished"] is False

@@ -51,7 +51,7 @@ def test_sigterm_to_the_process_group_ends_the_run_cleanly(tmp_path, dataset):
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
-    metrics = RunLayout(run).metrics
+    metrics = RunLayout(run / "sovits").metrics  # each stage trains in its own subfolder
 
     def training_after_a_validation() -> bool:
         events = read_metrics(metrics) if metrics.is_file() else []
@@ -68,7 +68,7 @@ def test_sigterm_to_the_process_group_ends_the_run_cleanly(tmp_path, dataset):
     assert proc.returncode == 143, out
     assert "Traceback" not in out and "killed by signal" not in out, out
     assert "--resume" in out
-    layout = RunLayout(run)
+    layout = RunLayout(run / "sovits")
     summary = json.loads(layout.summary.read_text())
     assert summary["stop_reason"] == "interrupted" and "SIGTERM" in summary["stop_message"]
     assert summary["reload_matches_best"] is True

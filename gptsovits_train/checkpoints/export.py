@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from gptsovits_train.checkpoints.official import (
     official_config_from_ours,
     train_section_from_ours,
 )
+from gptsovits_train.checkpoints.serialization import check_official_export
 from gptsovits_train.checkpoints.version import (
     VERSION_HEADERS,
     OfficialVersion,
@@ -283,15 +283,7 @@ def _os_error(target: Path, exc: OSError) -> GsvError:
 
 def _self_check(data: bytes, plan_version: str, weight: Mapping[str, torch.Tensor]) -> None:
     """Prove the bytes load with plain ``torch.load(weights_only=True)`` and hold what we meant to write."""
-    raw = b"PK" + data[2:] if data[:2] != b"PK" else data
-    try:
-        loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise RuntimeError(f"export self-check failed: not loadable with weights_only=True ({exc})") from exc
-    if set(loaded) != {"weight", "config", "info"} or list(loaded["weight"]) != list(weight):
-        raise RuntimeError("export self-check failed: written keys differ from the intended ones")
-    if any(t.dtype != torch.float16 for t in loaded["weight"].values()):
-        raise RuntimeError("export self-check failed: not every tensor is fp16")
+    check_official_export(data, list(weight), "export")
     LOG.debug("self-check ok for %s export (%d keys)", plan_version, len(weight))
 
 

@@ -253,3 +253,20 @@ def _load(kind: FileKind, name: str, *, path: Path | None = None, data: bytes | 
         raise CheckpointError(
             f"{name}: corrupt or truncated, not a checkpoint this tool can safely read ({_first_line(exc)})"
         ) from None
+
+
+def check_official_export(data: bytes, weight_keys: list[str], what: str = "export") -> None:
+    """Prove export bytes load with plain ``torch.load(weights_only=True)`` (``PK`` put back over a version
+    header) and hold ``{"weight", "config", "info"}`` with exactly `weight_keys`, all fp16.
+
+    Raises `RuntimeError` (a bug in the writer, never bad user input).
+    """
+    raw = b"PK" + data[2:] if data[:2] != b"PK" else data
+    try:
+        loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise RuntimeError(f"{what} self-check failed: not loadable with weights_only=True ({exc})") from exc
+    if set(loaded) != {"weight", "config", "info"} or list(loaded["weight"]) != list(weight_keys):
+        raise RuntimeError(f"{what} self-check failed: written keys differ from the intended ones")
+    if any(t.dtype != torch.float16 for t in loaded["weight"].values()):
+        raise RuntimeError(f"{what} self-check failed: not every tensor is fp16")

@@ -1,4 +1,5 @@
-"""`gsv-train fit --config FILE`: fine-tune SoVITS on a prepared dataset (see `train.loop.fit`).
+"""`gsv-train fit --config FILE`: fine-tune the stages the config names (SoVITS, GPT) on a prepared dataset,
+each into its own subfolder of the run folder (see `train.stages.fit_stages`).
 
 Multi-GPU: `torchrun --nproc_per_node N -m gptsovits_train fit --config FILE` (DDP; rank 0 writes).
 """
@@ -9,11 +10,12 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
 from gptsovits_train.commands.options import QuietOpt, SetOpt, fail, load_cli_config
+from gptsovits_train.config import StageName
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import OutputWriteError, output_failure
 from gptsovits_train.layout import RunLayout
@@ -48,8 +50,17 @@ def fit_command(
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --run-dir from its last.pt.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --run-dir: finished stages are skipped, an unfinished one continues "
+            "from its last.pt.",
+        ),
     ] = False,
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help="Train only this stage (sovits or gpt) instead of the config's stages."),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -65,6 +76,8 @@ def fit_command(
         logging.getLogger().setLevel(logging.ERROR)
     if resume and force:
         raise typer.BadParameter("--resume and --force exclude each other", param_hint="--force")
+    if stage is not None and stage not in ("sovits", "gpt"):
+        raise typer.BadParameter(f"'{stage}' is not one of sovits, gpt", param_hint="--stage")
     cfg = load_cli_config(config, overrides)
     if cfg.train.dataset is None:
         raise typer.BadParameter(
@@ -80,21 +93,29 @@ def fit_command(
         )
     if run_dir is None:
         run_dir = Path("runs") / config.stem
-    layout = RunLayout(run_dir)
+    from gptsovits_train.train.stages import fit_stages, stage_dir
+
+    names = [stage] if stage is not None else list(cfg.stages)
+    layouts = [RunLayout(stage_dir(run_dir, name)) for name in names]
     if force:
-        discard_run(layout)
-    elif not resume and layout.last.exists():
+        for layout in layouts:
+            discard_run(layout)
+    elif not resume and (held := [layout.last for layout in layouts if layout.last.exists()]):
         raise fail(
-            f"{run_dir} already holds a run ({layout.last}); pass --resume to continue it, --force to "
-            "discard it and start over, or choose another --run-dir"
+            f"{run_dir} already holds a run ({', '.join(map(str, held))}); pass --resume to continue it, "
+            "--force to discard it and start over, or choose another --run-dir"
         )
 
-    from gptsovits_train.train.loop import fit
-
     try:
-        result = fit(cfg, run_dir, resume=resume, progress=not quiet)
+        runs = fit_stages(
+            cfg,
+            run_dir,
+            only=cast(StageName | None, stage),
+            resume=resume,
+            progress=not quiet,
+        )
     except OutputWriteError as exc:
-        if layout.last.is_file():
+        if any(layout.last.is_file() for layout in layouts):
             then = f"continue with `gsv-train fit --config {config} --run-dir {run_dir} --resume`"
         else:
             then = "run the same command again with --force"
@@ -106,8 +127,8 @@ def fit_command(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail(
-            f"aborted by a second Ctrl-C; the last saved position is in {run_dir}/checkpoints/last.pt "
-            "(continue with --resume)",
+            f"aborted by a second Ctrl-C; the last saved position is in "
+            f"{run_dir}/<stage>/checkpoints/last.pt (continue with --resume)",
             128 + int(signal.SIGINT),
         ) from None
     except OSError as exc:  # a disk/permission failure outside the atomic writers (folders, logs)
@@ -117,19 +138,28 @@ def fit_command(
         raise fail(f"{message}; fix it and run the command again") from None
     if rank != 0:
         return
-    s = result.summary
-    if result.best_epoch is not None:
+    for one in runs:
+        result = one.result
+        if result is None:
+            typer.echo(f"[{one.name}] already finished in {one.run_dir} (skipped)")
+            continue
+        s = result.summary
+        if result.best_epoch is not None:
+            typer.echo(
+                f"[{one.name}] best epoch {result.best_epoch}: {s['monitor']} {result.best_value:.6f} "
+                f"(after reloading best.pt: {result.val_after_reload:.6f})"
+            )
+        else:
+            typer.echo(f"[{one.name}] no validation finished: no best weights yet")
         typer.echo(
-            f"best epoch {result.best_epoch}: {s['monitor']} {result.best_value:.6f} "
-            f"(after reloading best.pt: {result.val_after_reload:.6f})"
+            f"[{one.name}] stopped: {result.stop_reason} ({result.stop_message}) after {result.steps} steps"
         )
-    else:
-        typer.echo("no validation finished: no best weights yet")
-    typer.echo(f"stopped: {result.stop_reason} ({result.stop_message}) after {result.steps} steps")
-    typer.echo(f"run folder: {result.run_dir}  (summary.json, curves.png, checkpoints/best.pt)")
-    if result.stop_reason == "interrupted":
-        typer.echo(f"continue with: gsv-train fit --config ... --run-dir {result.run_dir} --resume")
-        signum = signal.Signals[result.signal or "SIGINT"]
-        raise typer.Exit(128 + int(signum))
-    if result.best_epoch is not None:
-        typer.echo(f"export with: gsv-train export-best {result.run_dir}")
+        typer.echo(
+            f"[{one.name}] run folder: {result.run_dir}  (summary.json, curves.png, checkpoints/best.pt)"
+        )
+        if result.stop_reason == "interrupted":
+            typer.echo(f"continue with: gsv-train fit --config ... --run-dir {run_dir} --resume")
+            signum = signal.Signals[result.signal or "SIGINT"]
+            raise typer.Exit(128 + int(signum))
+    if any(one.summary and one.summary.get("best_epoch") is not None for one in runs):
+        typer.echo(f"export with: gsv-train export-best {run_dir}")

@@ -152,22 +152,28 @@ def curves_figure(events: list[dict[str, Any]], *, best_epoch: int | None, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    # the GPT stage logs val/loss (CE per target token) instead of the SoVITS mel L1
+    gpt = bool(vals) and "val/loss" in vals[0] and "val/mel" not in vals[0]
+    val_key, train_key, lr_key = (
+        ("val/loss", "train/per_token", "lr/gpt") if gpt else ("val/mel", "train/mel", "lr/g")
+    )
+    what = "CE per target token" if gpt else "mel L1"
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     if epochs:
         ax.plot(
             [e["epoch"] for e in epochs],
-            [_float(e.get("train/mel", math.nan)) for e in epochs],
+            [_float(e.get(train_key, math.nan)) for e in epochs],
             "-",
             color="tab:blue",
-            label="train mel L1 (random segments)",
+            label=f"train {what}" + ("" if gpt else " (random segments)"),
         )
     if vals:
         ax.plot(
             [e["epoch"] for e in vals],
-            [_float(e.get("val/mel", math.nan)) for e in vals],
+            [_float(e.get(val_key, math.nan)) for e in vals],
             "o-",
             color="tab:orange",
-            label="val mel L1 (inference path)",
+            label=f"val {what}" + (" (teacher forced)" if gpt else " (inference path)"),
         )
         if "val/recon" in vals[0]:
             ax.plot(
@@ -182,7 +188,7 @@ def curves_figure(events: list[dict[str, Any]], *, best_epoch: int | None, title
         best = [e for e in vals if e["epoch"] == best_epoch]
         ax.axvline(best_epoch, color="tab:red", linestyle=":", linewidth=1.2)
         if best:
-            ax.plot([best_epoch], [_float(best[-1]["val/mel"])], "*", color="tab:red", markersize=14)
+            ax.plot([best_epoch], [_float(best[-1][val_key])], "*", color="tab:red", markersize=14)
         xs = [e["epoch"] for e in epochs + vals]
         right_half = best_epoch > (min(xs) + max(xs)) / 2
         ax.annotate(  # on the side of the line that stays inside the axes
@@ -195,7 +201,7 @@ def curves_figure(events: list[dict[str, Any]], *, best_epoch: int | None, title
             color="tab:red",
         )
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mel L1")
+    ax.set_ylabel(what)
     ax.grid(alpha=0.3)
     if vals and "val/spk_sim" in vals[0]:  # speaker similarity (higher is better) on its own axis
         ax3 = ax.twinx()
@@ -209,15 +215,15 @@ def curves_figure(events: list[dict[str, Any]], *, best_epoch: int | None, title
         )
         ax3.set_ylabel("speaker similarity (cosine)", color="tab:purple")
         ax3.legend(loc="lower left", fontsize=8)
-    if epochs and "lr/g" in epochs[0]:
+    if epochs and lr_key in epochs[0]:
         ax2 = ax.twinx()
         ax2.plot(
             [e["epoch"] for e in epochs],
-            [_float(e["lr/g"]) for e in epochs],
+            [_float(e[lr_key]) for e in epochs],
             "-",
             color="gray",
             alpha=0.6,
-            label="lr (G)",
+            label="lr (GPT)" if gpt else "lr (G)",
         )
         ax2.set_ylabel("learning rate")
         ax2.set_yscale("log")
