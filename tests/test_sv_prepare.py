@@ -13,7 +13,8 @@ import torch
 from gptsovits_train.config import Config, load_config
 from gptsovits_train.data.manifest import read_manifest
 from gptsovits_train.data.official_import import import_official
-from gptsovits_train.data.stages import default_post_audio_stages, stage_name
+from gptsovits_train.data.prepare import default_post_audio_stages
+from gptsovits_train.data.stages import stage_name
 from gptsovits_train.errors import GsvError
 from gptsovits_train.features.sv import SV_RANDOM_NOTICE, SvFeaturizer, load_sv_model, random_tiny_config
 from gptsovits_train.features.sv_extract import extract_sv_features, read_sv_stamp
