@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -456,6 +456,14 @@ class GptConfig(_Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=_gpt_early_stopping)
     scheduler: SchedulerConfig = SchedulerConfig()  # plateau: a factor on top of first_lr / lr
     model: GptModelConfig = GptModelConfig()
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _gpt_monitor_by_default(cls, value: Any) -> Any:
+        """A `gpt.early_stopping` section that names no monitor watches the GPT's own metric, val/loss."""
+        if isinstance(value, dict) and "monitor" not in value:
+            return {**value, "monitor": "val/loss"}
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> GptConfig:

@@ -37,6 +37,15 @@ def test_bad_gpt_settings_name_the_key(override: str, message: str) -> None:
         load_config(None, [override])
 
 
+def test_a_gpt_early_stopping_section_without_monitor_watches_val_loss(tmp_path: Path) -> None:
+    """Setting only the patience (as configs/demo.yaml does) keeps the GPT's own metric."""
+    config = tmp_path / "run.yaml"
+    config.write_text("gpt:\n  early_stopping:\n    patience: 2\n")
+    es = load_config(config).gpt.early_stopping
+    assert (es.monitor, es.patience) == ("val/loss", 2)
+    assert load_config(None, ["gpt.early_stopping.patience=2"]).gpt.early_stopping.monitor == "val/loss"
+
+
 def test_stages_default_to_sovits_only() -> None:
     assert load_config().stages == ["sovits"]
     assert load_config(None, ["stages=[sovits, gpt]"]).stages == ["sovits", "gpt"]
