@@ -53,7 +53,7 @@ class _RunsCode:
 # ------------------------------------------------------------------------------ 11. safe-loader messages
 @pytest.mark.parametrize("damage", ["truncated", "pickled-code"])
 def test_unreadable_last_pt_is_one_line_in_our_words(tmp_path, dataset, damage):
-    run = RunLayout(tmp_path / "run")
+    run = RunLayout(tmp_path / "run" / "sovits")  # the SoVITS stage's folder of the run
     run.ckpt_dir.mkdir(parents=True)
     marker = tmp_path / "ran"
     buf = io.BytesIO()
@@ -62,7 +62,16 @@ def test_unreadable_last_pt_is_one_line_in_our_words(tmp_path, dataset, damage):
         run.last.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     else:
         torch.save({"format": "gsv-train-checkpoint", "x": _RunsCode(marker)}, run.last)
-    args = ["fit", "-c", TINY, "--set", f"train.dataset={dataset.root}", "-r", str(run.root), "--resume"]
+    args = [
+        "fit",
+        "-c",
+        TINY,
+        "--set",
+        f"train.dataset={dataset.root}",
+        "-r",
+        str(tmp_path / "run"),
+        "--resume",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 1
     assert "Traceback" not in res.output and "weights_only" not in res.output
@@ -207,7 +216,7 @@ def test_fit_force_starts_over(tmp_path, dataset):
     assert "already holds a run" in line and "--force to discard it and start over" in line
     forced = runner.invoke(app, [*args, "-q", "--force"])
     assert forced.exit_code == 0, forced.output
-    events = read_metrics(RunLayout(run).metrics)
+    events = read_metrics(RunLayout(run / "sovits").metrics)
     assert [e["epoch"] for e in events if e["event"] == "val"] == [1]  # one run's events, not two
     assert (run / "notes.txt").read_text(encoding="utf-8") == "mine"
 

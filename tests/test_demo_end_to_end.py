@@ -63,12 +63,14 @@ def test_prepare_fit_export_inspect_on_the_embedded_sample(tmp_path, monkeypatch
     # The listening report: the one validation clip, real and generated at both validated epochs (the real
     # validation's inference-path audio, as long as the clip's frame-aligned length), best epoch marked.
     report = layout.report_html.read_text(encoding="utf-8")
-    (val_clip,) = [c for c in clips if c.split == "val"]
+    heard = [c for c in clips if c.split == "val" and layout.listen_sample(1, c.id, "ogg").is_file()]
+    assert len(heard) == 3  # train.listen_clips (default 3) of the 9 validation clips
     assert f'<th class="ep best" data-epoch="{summary["best_epoch"]}">' in report
-    for epoch in (1, 2):
-        heard, sr = sf.read(layout.listen_sample(epoch, val_clip.id, "ogg"), dtype="float32")
-        assert sr == 32000 and abs(len(heard) - 2 * (val_clip.n_frames // 2) * 640) < 0.01 * sr
-        assert f"listen/epoch_{epoch:04d}/{val_clip.id}.ogg" in report
+    for val_clip in heard:
+        for epoch in (1, 2):
+            audio, sr = sf.read(layout.listen_sample(epoch, val_clip.id, "ogg"), dtype="float32")
+            assert sr == 32000 and abs(len(audio) - 2 * (val_clip.n_frames // 2) * 640) < 0.01 * sr
+            assert f"listen/epoch_{epoch:04d}/{val_clip.id}.ogg" in report
 
     r = runner.invoke(app, ["export-best", str(run), "--name", "demo"])
     assert r.exit_code == 0, r.output

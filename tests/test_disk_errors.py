@@ -87,7 +87,7 @@ def test_fit_on_a_full_disk_keeps_the_good_checkpoints(tmp_path, dataset, monkey
 
 def test_fit_cli_read_only_checkpoint_folder_is_one_line(tmp_path, dataset, monkeypatch):
     run = tmp_path / "run"
-    layout = RunLayout(run)
+    layout = RunLayout(run / "sovits")  # each stage trains in its own subfolder
     real = fileio._make_temp
 
     def read_only_after_epoch_1(target: Path) -> Path:

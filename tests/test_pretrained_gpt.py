@@ -36,7 +36,8 @@ def test_gpt_file_names_are_the_official_ones():
         "s1bert25hz-2kh-longer-epoch=68e-step=50232.ckpt"
     )
     for version in ("v2Pro", "v2ProPlus"):
-        assert pretrained_files(version, hubert=False, sovits=False, gpt=True)[0].repo_path == "s1v3.ckpt"
+        (s1,) = [f for f in pretrained_files(version, hubert=False, sovits=False, gpt=True) if f.role == "s1"]
+        assert s1.repo_path == "s1v3.ckpt"
     assert [f.repo_path for f in pretrained_files("v2")] == V2_FILES  # without gpt: unchanged
 
 

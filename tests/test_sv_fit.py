@@ -193,12 +193,12 @@ def test_prepare_fit_export_inspect(
     args = ["fit", "--config", str(REPO / "configs/tiny.yaml"), "--run-dir", str(run), "-q"]
     r = runner.invoke(app, [*args, *[x for o in overrides for x in ("--set", o)]])
     assert r.exit_code == 0, r.output
-    summary = json.loads(RunLayout(run).summary.read_text())
+    summary = json.loads(RunLayout(run / "sovits").summary.read_text())
     assert summary["reload_matches_best"] is True
 
     r = runner.invoke(app, ["export-best", str(run), "--name", "pro"])
     assert r.exit_code == 0, r.output
-    (export,) = sorted(RunLayout(run).exports_dir.glob("pro_e*_s*.pth"))
+    (export,) = sorted(RunLayout(run / "sovits").exports_dir.glob("pro_e*_s*.pth"))
     assert export.read_bytes()[:2] == {"v2Pro": b"05", "v2ProPlus": b"06"}[version]
     assert detect_sovits_version(export).model_version == version
     r = runner.invoke(app, ["inspect", str(export)])

@@ -26,14 +26,13 @@ LOG = logging.getLogger(__name__)
 
 
 FIT_HELP = (
-    "Train the SoVITS generator on `train.dataset`: validation every `train.val_every` epochs, early "
-    "stopping, ReduceLROnPlateau, and the best weights reloaded at the end.\n\n"
+    "Train the stages the config names (stages: [sovits, gpt], default sovits) on train.dataset, each into "
+    "its own subfolder of the run folder (RUN/sovits/, RUN/gpt/): validation every val_every epochs, early "
+    "stopping, ReduceLROnPlateau, and the best weights reloaded at the end, where they must validate to the "
+    "recorded best (otherwise the run fails with exit 1 after writing everything).\n\n"
     "Ctrl-C (or SIGTERM, also when sent to the whole process group) stops after the current step, saves "
-    "last.pt (resume with --resume), reloads the best weights and writes the summary; the exit code is then "
-    "128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second Ctrl-C aborts at once "
-    "(exit 130).\n\n"
-    "If the reloaded best weights do not validate to the recorded best, the run fails (exit 1) after "
-    "writing everything."
+    "last.pt (continue with --resume), reloads the best weights and writes the summary; the exit code is "
+    "then 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second Ctrl-C aborts at once."
 )
 
 

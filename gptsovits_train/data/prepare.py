@@ -641,7 +641,8 @@ def run_audio_stage(
             slots = parts[i]
             slots[g] = result
             if all(slot is not None for slot in slots):
-                outcome = cuts.pop(i).outcome
+                done_cuts = cuts.pop(i)
+                outcome = done_cuts.outcome
                 repaired: list[float] = []
                 for slot in slots:
                     assert slot is not None
@@ -650,7 +651,7 @@ def run_audio_stage(
                     outcome.skipped.extend(group_out.skipped)
                     outcome.file_sizes.update(group_out.file_sizes)
                     repaired.extend(group_repaired)
-                _note_repaired(job, repaired, outcome, cuts[i].source_peak)
+                _note_repaired(job, repaired, outcome, done_cuts.source_peak)
                 del parts[i]
                 finish(i, outcome)
 
