@@ -36,7 +36,7 @@ from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import atomic_write_text
 from gptsovits_train.layout import RunLayout
 from gptsovits_train.report.listen_files import ListenIndex
-from gptsovits_train.train.metrics import plot_curves, read_metrics
+from gptsovits_train.train.metrics import plot_curves, read_metrics, run_title
 
 LOG = logging.getLogger(__name__)
 
@@ -192,7 +192,12 @@ def _e(text: Any) -> str:
 def _curves_png(files: RunFiles) -> bytes | None:
     """The figure of curves.png (same function, same inputs), rendered to bytes."""
     with tempfile.TemporaryDirectory(prefix="gsv-report-") as tmp:
-        out = plot_curves(files.events, Path(tmp) / "curves.png", best_epoch=files.best_epoch)
+        out = plot_curves(
+            files.events,
+            Path(tmp) / "curves.png",
+            best_epoch=files.best_epoch,
+            title=run_title(files.layout.root),  # the run's title, not the temporary folder's
+        )
         return out.read_bytes() if out is not None else None
 
 
