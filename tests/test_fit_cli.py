@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +18,7 @@ from gptsovits_train import __version__
 from gptsovits_train.cli import app
 from gptsovits_train.layout import RunLayout
 from gptsovits_train.train.metrics import read_metrics
-from tests.fit_helpers import CONFIGS, make_dataset
+from tests.fit_helpers import CONFIGS, fit_cli, make_dataset
 
 CONTRACT_KEYS = {
     "format",
@@ -113,21 +112,7 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path, dataset):
     """A real SIGTERM to a running `gsv-train fit` process: it stops after the step, writes last.pt and the
     summary (best weights reloaded), and exits with 128 + 15."""
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gptsovits_train",
-        "fit",
-        "--config",
-        str(CONFIGS / "tiny.yaml"),
-        "--set",
-        f"train.dataset={dataset.root}",
-        "--set",
-        "train.epochs=50",
-        "--run-dir",
-        str(run),
-        "--quiet",
-    ]
+    cmd = fit_cli(dataset.root, run, "train.epochs=50")
     # one torch thread: the run must not depend on free cores to reach its second epoch
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -93,13 +93,12 @@ def _wav_truncation(path: Path, file_size: int) -> str | None:
                 return None
 
 
-def load_audio(path: Path | str) -> LoadedAudio:
-    """Decode an audio file to float32 mono at its own sample rate.
+def check_audio_file(path: Path) -> None:
+    """Refuse an unreadable, empty or truncated (wav) file before decoding it.
 
     Raises:
-        AudioLoadError: empty, truncated, corrupt or non-audio file; no samples; NaN/Inf samples.
+        AudioLoadError: with the reason.
     """
-    path = Path(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -110,6 +109,16 @@ def load_audio(path: Path | str) -> LoadedAudio:
         reason = _wav_truncation(path, size)
         if reason:
             raise AudioLoadError(reason)
+
+
+def load_audio(path: Path | str) -> LoadedAudio:
+    """Decode an audio file to float32 mono at its own sample rate.
+
+    Raises:
+        AudioLoadError: empty, truncated, corrupt or non-audio file; no samples; NaN/Inf samples.
+    """
+    path = Path(path)
+    check_audio_file(path)
     if path.suffix.lower() in AV_EXTENSIONS:
         data, sr, channels, subtype = _decode_with_av(path)
     else:

@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, _wav_truncation
+from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file
 
 LOG = logging.getLogger(__name__)
 
@@ -87,19 +87,6 @@ def mix_to_mono(data: np.ndarray) -> np.ndarray:
     if channels == 2:
         return (data[:, 0] + data[:, 1]) / np.float32(2)  # what mean(axis=1, dtype=float32) computes
     return np.ascontiguousarray(data.mean(axis=1, dtype=np.float32))
-
-
-def _check_file(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise AudioLoadError(f"cannot read file ({exc.strerror})") from None
-    if size == 0:
-        raise AudioLoadError("empty file (0 bytes)")
-    if path.suffix.lower() == ".wav":
-        reason = _wav_truncation(path, size)
-        if reason:
-            raise AudioLoadError(reason)
 
 
 def _libsndfile_error(exc: sf.LibsndfileError) -> AudioLoadError:
@@ -179,7 +166,7 @@ def decode_to_spill(
     Raises:
         AudioLoadError: the same per-file problems as `load_audio`, with the same messages.
     """
-    _check_file(path)
+    check_audio_file(path)
     try:
         fh = sf.SoundFile(str(path))
     except sf.LibsndfileError as exc:
