@@ -1,12 +1,12 @@
 """Screenshot of a run's report.html with headless Chromium, for the README (kept under 300 KB).
 
-    python scripts/report_screenshot.py runs/demo docs/report-screenshot.png
+    python scripts/report_screenshot.py runs/demo/sovits docs/report-screenshot.png
 
 What made docs/report-screenshot.png (the README demo, then this script):
 
     python -m gptsovits_train prepare --sample --config configs/demo.yaml --out runs/demo-data
-    python -m gptsovits_train fit --config configs/demo.yaml --run-dir runs/demo
-    python scripts/report_screenshot.py runs/demo docs/report-screenshot.png
+    python -m gptsovits_train fit --config configs/demo.yaml --run-dir runs/demo --force
+    python scripts/report_screenshot.py runs/demo/sovits docs/report-screenshot.png
 
 The page is rendered at `--width` CSS pixels in a tall window, the empty bottom is cropped, and the image is
 stored as an optimised 256-colour PNG. Needs `chromium` (Debian: apt-get install chromium) and Pillow.

@@ -149,13 +149,14 @@ def test_cli_download_and_offline_error(tmp_path):
     runner = CliRunner()
     make_hf_cache(tmp_path / "cache", contents(V2_FILES))
     args = ["download-pretrained", "--dest", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "cache")]
-    res = runner.invoke(app, [*args, "--offline", "-q"])
+    res = runner.invoke(app, [*args, "--offline", "--no-gpt", "-q"])
     assert res.exit_code == 0, res.output
     assert "--hubert " + str(tmp_path / "d" / "chinese-hubert-base") in res.output
     assert res.output.count("sha256") == 5
 
     empty = ["--dest", str(tmp_path / "e"), "--cache-dir", str(tmp_path / "empty")]
-    res = runner.invoke(app, ["download-pretrained", *empty, "--version", "v1", "--offline", "-q"])
+    v1_only = ["--version", "v1", "--offline", "--no-gpt", "-q"]
+    res = runner.invoke(app, ["download-pretrained", *empty, *v1_only])
     assert res.exit_code == 1
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot get chinese-hubert-base/config.json")

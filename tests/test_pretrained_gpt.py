@@ -77,7 +77,7 @@ def test_gpt_files_missing_offline_is_one_clear_line(tmp_path):
 def test_cli_gpt_flag(tmp_path):
     make_hf_cache(tmp_path / "cache", contents([*V2_FILES, S1_V2, *BERT]))
     args = ["download-pretrained", "--dest", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "cache")]
-    res = CliRunner().invoke(app, [*args, "--offline", "--gpt", "-q"])
+    res = CliRunner().invoke(app, [*args, "--offline", "-q"])  # the GPT files are fetched by default
     assert res.exit_code == 0, res.output
     assert res.output.count("sha256") == 9
     assert "prepare.bert.model=" + str(tmp_path / "d" / "chinese-roberta-wwm-ext-large") in res.output

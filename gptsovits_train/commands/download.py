@@ -1,5 +1,5 @@
-"""`gsv-train download-pretrained`: chinese-hubert-base, SoVITS s2G/s2D (and the v2Pro sv model), and with
---gpt also the s1 file and chinese-roberta-wwm-ext-large, from lj1995/GPT-SoVITS."""
+"""`gsv-train download-pretrained`: chinese-hubert-base, SoVITS s2G/s2D (and the v2Pro sv model), and (unless
+--no-gpt) the s1 GPT file and chinese-roberta-wwm-ext-large, from lj1995/GPT-SoVITS."""
 
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ def download_pretrained_command(
     gpt: Annotated[
         bool,
         typer.Option(
-            "--gpt",
+            "--gpt/--no-gpt",
             help="Also fetch the GPT stage: the pretrained s1 file and chinese-roberta-wwm-ext-large.",
         ),
-    ] = False,
+    ] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Fetch the pretrained files (sha256 recorded in <dest>/gsv-pretrained.json)."""
