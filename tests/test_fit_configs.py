@@ -57,7 +57,12 @@ def test_base_yaml_documents_every_field():
 def test_small_configs_build(name):
     cfg = load_config(CONFIGS / name)
     raw = yaml.safe_load((CONFIGS / name).read_text())
-    assert set(raw) <= {"audio", "prepare", "model", "train"}
+    assert set(raw) <= {"audio", "prepare", "model", "train", "stages", "gpt"}
     G = build_generator_from_config(cfg.model, cfg.audio)
     assert sum(p.numel() for p in G.parameters()) < 10_000_000  # small enough for CPU
+    if "gpt" in cfg.stages:  # the demo's GPT is small too (official: 77.6M parameters)
+        from gptsovits_train.models.t2s import Text2SemanticDecoder
+
+        gpt = Text2SemanticDecoder(cfg.gpt.model)
+        assert sum(p.numel() for p in gpt.parameters()) < 2_000_000
     assert cfg.train.bucket_boundaries[0] >= cfg.model.segment_size // cfg.audio.hop_length
