@@ -93,6 +93,16 @@ def _wav_truncation(path: Path, file_size: int) -> str | None:
                 return None
 
 
+def format_warnings(subtype: str, channels: int) -> list[str]:
+    """What a source's format means for the voice: 8-bit samples, more than two channels."""
+    warnings: list[str] = []
+    if subtype in ("PCM_U8", "PCM_S8"):
+        warnings.append("8-bit audio: noise floor near -48 dB, expect a noisier voice")
+    if channels > 2:
+        warnings.append(f"{channels} channels mixed down to mono (channel mean)")
+    return warnings
+
+
 def check_audio_file(path: Path) -> None:
     """Refuse an unreadable, empty or truncated (wav) file before decoding it.
 
@@ -128,11 +138,7 @@ def load_audio(path: Path | str) -> LoadedAudio:
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
         raise AudioLoadError(f"{bad} NaN/Inf samples")
-    warnings: list[str] = []
-    if subtype in ("PCM_U8", "PCM_S8"):
-        warnings.append("8-bit audio: noise floor near -48 dB, expect a noisier voice")
-    if channels > 2:
-        warnings.append(f"{channels} channels mixed down to mono (channel mean)")
+    warnings = format_warnings(subtype, channels)
     mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float32)
     return LoadedAudio(
         np.ascontiguousarray(mono, dtype=np.float32), int(sr), int(channels), subtype, warnings

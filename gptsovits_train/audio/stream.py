@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file
+from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file, format_warnings
 
 LOG = logging.getLogger(__name__)
 
@@ -210,11 +210,7 @@ def decode_to_spill(
         raise AudioLoadError("no audio samples")
     if bad:
         raise AudioLoadError(f"{bad} NaN/Inf samples")
-    warnings: list[str] = []
-    if subtype in ("PCM_U8", "PCM_S8"):
-        warnings.append("8-bit audio: noise floor near -48 dB, expect a noisier voice")
-    if channels > 2:
-        warnings.append(f"{channels} channels mixed down to mono (channel mean)")
+    warnings = format_warnings(subtype, channels)
     return StreamResult(n_out, top, n_in / sr_in, warnings, decode_cpu, resample_cpu)
 
 
