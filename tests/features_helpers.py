@@ -11,7 +11,7 @@ from gptsovits_train.audio.io import load_audio, resample, to_pcm16, wav_bytes_p
 from gptsovits_train.audio.loudness import apply_wav32k_mix
 from gptsovits_train.config import AudioConfig
 from gptsovits_train.data.manifest import Clip
-from gptsovits_train.data.prepare import compute_spec
+from gptsovits_train.data.source_clips import compute_spec
 from gptsovits_train.fileio import atomic_save_npy, atomic_write_bytes
 from gptsovits_train.layout import DatasetLayout
 

@@ -8,6 +8,7 @@ definition of frame RMS.
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,13 @@ import pytest
 import soundfile as sf
 
 import gptsovits_train.data.prepare as prep_mod
+import gptsovits_train.data.streamed_source as streamed_mod
 from gptsovits_train.audio.io import load_audio, resample
 from gptsovits_train.audio.slicer import (
+    ChunkStream,
+    FrameRmsStream,
     SlicerParams,
+    bounds_from_rms,
     frame_rms,
     frame_rms_range,
     slice_bounds,
@@ -25,7 +30,9 @@ from gptsovits_train.audio.slicer import (
 )
 from gptsovits_train.audio.stream import SpillFile, decode_to_spill, mix_to_mono
 from gptsovits_train.config import Config, SlicerConfig
-from gptsovits_train.data.prepare import SourceJob, analyse_streamed, prepare
+from gptsovits_train.data.prepare import prepare
+from gptsovits_train.data.source_clips import SourceJob
+from gptsovits_train.data.streamed_source import ClipGroup, analyse_streamed
 from gptsovits_train.data.sources import Source
 from gptsovits_train.errors import Interrupted
 from gptsovits_train.layout import DatasetLayout
@@ -112,6 +119,23 @@ def test_decode_to_spill_equals_load_and_resample(
         assert res.warnings == loaded.warnings
 
 
+@pytest.mark.parametrize(("fmt", "channels"), [("WAV", 1), ("WAV", 2), ("FLAC", 1), ("FLAC", 2), ("AIFF", 2)])
+def test_pcm16_fast_path_is_libsndfiles_float_read(tmp_path: Path, fmt: str, channels: int) -> None:
+    """16-bit PCM is read as integers and converted here: every int16 value (both extremes
+    included) must give libsndfile's float32 read, channel-mixed as `mix_to_mono` does."""
+    rng = np.random.default_rng(channels)
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    data = np.stack([rng.permutation(every) for _ in range(channels)], axis=1)
+    data[:4] = [[-32768] * channels, [32767] * channels, [-1] * channels, [0] * channels]
+    path = tmp_path / f"pcm16.{fmt.lower()}"
+    sf.write(path, data, 44100, format=fmt, subtype="PCM_16")
+    floats, _ = sf.read(path, dtype="float32", always_2d=True)
+    expected = mix_to_mono(floats)
+    spill = tmp_path / "s.f32"
+    res = decode_to_spill(path, 44100, spill, block_frames=1000)  # same rate: the decoded samples
+    assert np.array_equal(SpillFile(spill, res.n_samples)(0, res.n_samples), expected)
+
+
 def test_two_channel_mix_is_numpys_float32_mean() -> None:
     rng = np.random.default_rng(7)
     d = rng.standard_normal((100_000, 2)).astype(np.float32)
@@ -164,17 +188,43 @@ def test_block_wise_cuts_equal_whole_file_cuts_near_block_edges(tmp_path: Path) 
     assert len(cuts) >= 10
     assert all(abs(c / p.hop - round(c / (rms_block * p.hop)) * rms_block) <= 6 for c in cuts)
     job = _job(path, tmp_path / "ds")
-    for decode_block, rb in [
-        (SR * 5, rms_block),
-        (SR * 5 - 1, rms_block - 1),
-        (4096, rms_block + 1),
-        (1000, 3),
-    ]:
-        spill = tmp_path / f"spill_{decode_block}_{rb}.f32"
-        found = analyse_streamed(job, spill, decode_block=decode_block, rms_block=rb)
-        assert np.array_equal(found.rms, whole_rms)
-        assert found.bounds == whole
-        assert found.n_samples == len(x)
+    for decode_block in (SR * 5, SR * 5 - 1, 4096, 1000, 333):
+        spill = tmp_path / f"spill_{decode_block}.f32"
+        sent: list[ClipGroup] = []
+        found = analyse_streamed(job, spill, sent.append, decode_block=decode_block)
+        assert [b for g in sent for b in g.bounds] == whole
+        assert found.n_groups == len(sent) and not found.discard and not found.outcome.skipped
+        for g in sent:  # each group carries the whole-file frames that cover its clips
+            assert np.array_equal(g.rms, whole_rms[g.rms_offset : g.rms_offset + len(g.rms)])
+            assert g.bounds[-1][1] <= g.n_samples
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_streamed_rms_and_chunks_equal_the_whole_signal(seed: int) -> None:
+    """`FrameRmsStream` + `ChunkStream` over random pieces (1 sample to 3 s) give exactly
+    `frame_rms` and `bounds_from_rms` of the whole signal, and each chunk only after its samples."""
+    p = SlicerParams.from_ms(SR, -34, 1500, 300, 10, 500)
+    rng = np.random.default_rng(seed)
+    pattern = [(float(rng.uniform(0.05, 3.0)), float(rng.uniform(0.0, 1.5))) for _ in range(25)]
+    x = speech_like(pattern, SR, seed=seed)
+    whole_rms = frame_rms(x, p.win, p.hop)
+    rms_stream, chunks = FrameRmsStream(p.win, p.hop), ChunkStream(p)
+    got_rms, got = [], []
+    pos = 0
+    while pos < len(x):
+        n = int(rng.choice([1, 2, 319, 320, 321, 4096, int(rng.integers(1, 3 * SR))]))
+        frames = rms_stream.feed(x[pos : pos + n])
+        pos += n
+        got_rms.append(frames)
+        for start, end in chunks.feed(frames):
+            assert end <= pos  # a chunk is only handed out once its samples have arrived
+            got.append((start, end))
+    last = rms_stream.finish()
+    got_rms.append(last)
+    got += chunks.feed(last) + chunks.finish(len(x))
+    assert np.array_equal(np.concatenate(got_rms), whole_rms)
+    assert got == bounds_from_rms(whole_rms, len(x), p)
+    assert len(got) > 5
 
 
 # --------------------------------------------------------------------------------- whole prepare
@@ -219,11 +269,11 @@ def in_memory_result(long_input: Path, tmp_path_factory: pytest.TempPathFactory)
 def test_streamed_prepare_equals_in_memory(
     long_input: Path, in_memory_result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(prep_mod, "CLIP_GROUP_SECONDS", 10.0)
+    monkeypatch.setattr(streamed_mod, "CLIP_GROUP_SECONDS", 10.0)
     streamed: list[str] = []
-    real = prep_mod.analyse_streamed
+    real = streamed_mod.analyse_streamed
     monkeypatch.setattr(
-        prep_mod,
+        streamed_mod,
         "analyse_streamed",
         lambda job, *a, **k: streamed.append(job.source.id) or real(job, *a, **k),
     )
@@ -241,7 +291,7 @@ def test_streamed_prepare_equals_in_memory(
 def test_two_workers_on_one_long_file_give_the_same_clips(
     long_input: Path, in_memory_result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(prep_mod, "CLIP_GROUP_SECONDS", 10.0)
+    monkeypatch.setattr(streamed_mod, "CLIP_GROUP_SECONDS", 10.0)
     out = tmp_path / "ds"
     rep = prepare(
         [long_input / "long.wav"], out, Config(), slice_only=True, language="en", workers=2, progress=False
@@ -254,7 +304,7 @@ def test_two_workers_on_one_long_file_give_the_same_clips(
 def test_interrupted_block_wise_slicing_resumes_without_duplicates(
     long_input: Path, in_memory_result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(prep_mod, "CLIP_GROUP_SECONDS", 10.0)
+    monkeypatch.setattr(streamed_mod, "CLIP_GROUP_SECONDS", 10.0)
     real = prep_mod.write_clip_group
     calls = {"n": 0}
 
@@ -291,3 +341,89 @@ def test_interrupted_block_wise_slicing_resumes_without_duplicates(
     assert sorted(c.id for c in rep.clips) == sorted(Path(k).stem for k in ref)
     assert len({c.id for c in rep.clips}) == len(rep.clips)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+# ------------------------------------------------------------- sources skipped after clips were sent
+def _late_problem_input(folder: Path, problem: str) -> Path:
+    """A 75 s float WAV whose trouble (a peak of 3.0, or NaN samples) sits in its last second, after
+    many clips have been found and sent."""
+    folder.mkdir()
+    rng = np.random.default_rng(8)
+    pattern = [(float(rng.uniform(1.0, 6.0)), float(rng.uniform(0.35, 1.0))) for _ in range(20)]
+    x = speech_like(pattern, 44100, seed=9)[: 75 * 44100]
+    if problem == "peak":
+        x[-44100:-44000] = 3.0
+    else:
+        x[-1000:-990] = np.nan
+    sf.write(folder / "late.wav", x, 44100, subtype="FLOAT")
+    return folder / "late.wav"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("problem", "reason"), [("peak", "exceeds prepare.max_source_peak"), ("nan", "NaN/Inf")]
+)
+def test_source_skipped_at_its_end_leaves_no_clips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, problem: str, reason: str
+) -> None:
+    monkeypatch.setattr(streamed_mod, "CLIP_GROUP_SECONDS", 5.0)
+    src = _late_problem_input(tmp_path / "in", problem)
+    sent: list[ClipGroup] = []
+    found = analyse_streamed(_job(src, tmp_path / "probe"), tmp_path / "probe.f32", sent.append)
+    assert len(sent) >= 3 and found.discard and found.n_groups == len(sent)  # clips went out first
+    sf.write(src.parent / "fine.flac", speech_like([(2.0, 0.5)], 22050, seed=7), 22050)
+    out = tmp_path / "ds"
+    rep = prepare(
+        [src.parent], out, Config(), slice_only=True, language="en", workers=workers, progress=False
+    )
+    assert [reason in s.reason for s in rep.skipped] == [True]
+    assert rep.n_clips == 1 and {c.source for c in rep.clips} == {str(src.parent / "fine.flac")}
+    assert [p.name for p in (out / "wavs").iterdir()] == [f"{rep.clips[0].id}.wav"]  # the sent clips are gone
+    assert len(list((out / ".work" / "sources").glob("*.json"))) == 2  # both sources are done
+    assert not list((out / ".work").rglob("*.f32"))
+
+
+def test_two_workers_write_clips_while_the_file_is_still_being_decoded(
+    long_input: Path, in_memory_result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With -j 2, clips are written by the other worker while the analysis task is still running:
+    after sending its first group, the analysis waits (up to 60 s) for a clip file to appear. Pool
+    workers are forked after the patch, so they run the patched analysis."""
+    monkeypatch.setattr(streamed_mod, "CLIP_GROUP_SECONDS", 10.0)
+    real_analyse = streamed_mod.analyse_streamed
+    out = tmp_path / "ds"
+
+    def analysing(job, spill, sink, helper_thread=False, **kw):  # type: ignore[no-untyped-def]
+        def sink_and_wait(group: ClipGroup) -> None:
+            sink(group)
+            if group.index == 0:
+                deadline = time.monotonic() + 60
+                while not list((out / "wavs").glob("long_*.wav")) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                seen = "written" if list((out / "wavs").glob("long_*.wav")) else "timed out"
+                (tmp_path / "wait.txt").write_text(seen)
+
+        return real_analyse(job, spill, sink_and_wait, helper_thread, **kw)
+
+    monkeypatch.setattr(streamed_mod, "analyse_streamed", analysing)
+    prepare(
+        [long_input / "long.wav"], out, Config(), slice_only=True, language="en", workers=2, progress=False
+    )
+    assert (tmp_path / "wait.txt").read_text() == "written"
+    ref = {k: v for k, v in _clip_files(in_memory_result).items() if "/long_" in k}
+    assert _clip_files(out) == ref
+
+
+def test_two_long_files_with_two_workers(long_input: Path, in_memory_result: Path, tmp_path: Path) -> None:
+    """Each worker analyses one long file; the groups of both are written by whoever is free."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "long.wav").write_bytes((long_input / "long.wav").read_bytes())
+    (folder / "long2.wav").write_bytes((long_input / "long.wav").read_bytes())
+    out = tmp_path / "ds"
+    rep = prepare([folder], out, Config(), slice_only=True, language="en", workers=2, progress=False)
+    ref = {k: v for k, v in _clip_files(in_memory_result).items() if "/long_" in k}
+    got = _clip_files(out)
+    assert {k: v for k, v in got.items() if "/long_" in k} == ref
+    assert sorted(v for k, v in got.items() if "/long2_" in k) == sorted(ref.values())
+    assert rep.n_clips == 2 * len(ref)

@@ -27,9 +27,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -96,21 +97,43 @@ def _libsndfile_error(exc: sf.LibsndfileError) -> AudioLoadError:
     return AudioLoadError(f"corrupt or truncated audio (libsndfile: {text})")
 
 
+#: 2 ** -15: libsndfile's int16 -> float scale (its `s2f` conversion multiplies by 1 / 0x8000).
+_PCM16_SCALE = np.float32(1.0 / 32768.0)
+
+
+def _read_mono(fh: sf.SoundFile, block_frames: int, pcm16: bool) -> tuple[np.ndarray, int] | None:
+    """The next block as (mono float32, NaN/Inf count), or None at the end of the file.
+
+    `pcm16` (16-bit PCM, one or two channels): read the integers and convert them here, 3x less CPU
+    than libsndfile's float read and bit-identical to it and to `mix_to_mono` of it: both products by
+    2 ** -15 are exact in float32, and so are the sum of two of them and its half.
+    """
+    try:
+        data = fh.read(block_frames, dtype="int16" if pcm16 else "float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise _libsndfile_error(exc) from None
+    except (RuntimeError, OSError) as exc:
+        raise AudioLoadError(f"cannot decode audio ({exc})") from None
+    if data.shape[0] == 0:
+        return None
+    if not pcm16:
+        return mix_to_mono(data), int(np.count_nonzero(~np.isfinite(data)))
+    if data.shape[1] == 1:
+        return np.multiply(data[:, 0], _PCM16_SCALE, dtype=np.float32), 0
+    mono = np.add(data[:, 0], data[:, 1], dtype=np.float32)
+    mono *= np.float32(0.5) * _PCM16_SCALE
+    return mono, 0
+
+
 def _decoded_blocks(fh: sf.SoundFile, block_frames: int) -> Iterator[tuple[np.ndarray, int, float]]:
     """(mono block, NaN/Inf count, CPU seconds spent on it) per block until the end of the file."""
+    pcm16 = str(fh.subtype) == "PCM_16" and int(fh.channels) <= 2
     while True:
         cpu = time.thread_time()
-        try:
-            data = fh.read(block_frames, dtype="float32", always_2d=True)
-        except sf.LibsndfileError as exc:
-            raise _libsndfile_error(exc) from None
-        except (RuntimeError, OSError) as exc:
-            raise AudioLoadError(f"cannot decode audio ({exc})") from None
-        if data.shape[0] == 0:
+        block = _read_mono(fh, block_frames, pcm16)
+        if block is None:
             return
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        mono = mix_to_mono(data)
-        yield mono, bad, time.thread_time() - cpu
+        yield block[0], block[1], time.thread_time() - cpu
 
 
 Block = tuple[np.ndarray, int, float]
@@ -151,6 +174,30 @@ def _prefetched(blocks: Iterator[Block], depth: int = 4) -> Iterator[Block]:
         worker.join()
 
 
+class SpillWriter:
+    """Appends float32 samples to a spill file; tracks their count and peak |x|."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.n_samples = 0
+        self.peak = 0.0
+
+    def write(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self.peak = max(self.peak, float(np.max(np.abs(samples))))
+            self._fh.write(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
+            self.n_samples += samples.shape[0]
+
+    def flush(self) -> int:
+        """Make every sample written so far readable by other readers; returns their count."""
+        self._fh.flush()
+        return self.n_samples
+
+
+#: Called with each piece of 32 kHz output after it is in the spill (and the writer, to flush it).
+OutputHook = Callable[[np.ndarray, SpillWriter], None]
+
+
 def decode_to_spill(
     path: Path,
     sr_out: int,
@@ -158,10 +205,12 @@ def decode_to_spill(
     *,
     block_frames: int = BLOCK_FRAMES,
     helper_thread: bool = False,
+    on_output: OutputHook | None = None,
 ) -> StreamResult:
     """Decode `path` to float32 mono at `sr_out`, written raw to `spill`, one block at a time.
 
     The samples in `spill` are bit-identical to ``resample(load_audio(path).samples, sr, sr_out)``.
+    `on_output` sees them piece by piece, in order, as they are written (not for a rejected file).
 
     Raises:
         AudioLoadError: the same per-file problems as `load_audio`, with the same messages.
@@ -180,20 +229,19 @@ def decode_to_spill(
             if sr_in == sr_out
             else soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
         )
-        n_in = n_out = bad = 0
-        top = decode_cpu = resample_cpu = 0.0
+        n_in = bad = 0
+        decode_cpu = resample_cpu = 0.0
         spill.parent.mkdir(parents=True, exist_ok=True)
         blocks = _decoded_blocks(fh, block_frames)
         if helper_thread:
             blocks = _prefetched(blocks)
         with open(spill, "wb") as out:
+            writer = SpillWriter(out)
 
             def emit(samples: np.ndarray) -> None:
-                nonlocal n_out, top
-                if samples.size:
-                    top = max(top, float(np.max(np.abs(samples))))
-                    out.write(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
-                    n_out += samples.shape[0]
+                writer.write(samples)
+                if on_output is not None and samples.size:
+                    on_output(samples, writer)
 
             for mono, n_bad, cpu in blocks:
                 decode_cpu += cpu
@@ -211,7 +259,7 @@ def decode_to_spill(
     if bad:
         raise AudioLoadError(f"{bad} NaN/Inf samples")
     warnings = format_warnings(subtype, channels)
-    return StreamResult(n_out, top, n_in / sr_in, warnings, decode_cpu, resample_cpu)
+    return StreamResult(writer.n_samples, writer.peak, n_in / sr_in, warnings, decode_cpu, resample_cpu)
 
 
 class SpillFile:

@@ -27,7 +27,7 @@ reported with what is missing. Per clip:
 - the wav is copied byte for byte to `wavs/<id>.wav` when it is already 32 kHz mono 16-bit PCM WAV (else
   decoded, resampled to 32 kHz and written as such, with a warning), `<id>` = the name without its
   extension, made file-system safe (and unique);
-- the linear spectrogram is computed from it (`data.prepare.compute_spec`, float16 by default);
+- the linear spectrogram is computed from it (`data.source_clips.compute_spec`, float16 by default);
 - the features are aligned to the spectrogram with the official one-frame rule (`features.align_to_spec`)
   and saved as (768, n_frames) float16;
 - phone ids come from the official table of `prepare.text.version`; a phone outside it skips the clip
@@ -56,7 +56,7 @@ import numpy as np
 
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
-from gptsovits_train.data.prepare import compute_spec
+from gptsovits_train.data.source_clips import compute_spec
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.sources import safe_id

@@ -28,49 +28,36 @@ With `slice_only`, stage 2 slices every source, writes the clips and `transcript
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-
-from gptsovits_train.audio.clipping import Clipping, detect_clipping
-from gptsovits_train.audio.io import (
-    AUDIO_EXTENSIONS_TEXT,
-    AudioLoadError,
-    load_audio,
-    resample,
-    to_pcm16,
-    wav_bytes_pcm16,
-)
-from gptsovits_train.audio.loudness import peak, peak_mix
-from gptsovits_train.audio.slicer import (
-    SampleReader,
-    SlicerParams,
-    bounds_from_rms,
-    frame_rms,
-    frame_rms_range,
-    span_is_silent,
-    split_long,
-    trim_from_rms,
-)
-from gptsovits_train.audio.stream import BLOCK_FRAMES, SpillFile, decode_to_spill, stream_info
-from gptsovits_train.config import AudioConfig, Config, PrepareConfig
+from gptsovits_train.audio.io import AUDIO_EXTENSIONS_TEXT
+from gptsovits_train.audio.stream import stream_info
+from gptsovits_train.config import Config
+from gptsovits_train.data import streamed_source
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
 from gptsovits_train.data.report_types import Skipped, WarningItem
-from gptsovits_train.data.sources import Source, SourcePlan, collect_sources
+from gptsovits_train.data.source_clips import (
+    Mode,
+    SourceJob,
+    SourceOutcome,
+    note_repaired,
+    process_source,
+)
+from gptsovits_train.data.sources import SourcePlan, collect_sources
 from gptsovits_train.data.split import (
     SplitItem,
     assign_split,
@@ -79,11 +66,11 @@ from gptsovits_train.data.split import (
     split_warning,
 )
 from gptsovits_train.data.stages import Stage, StageResult, stage_name
+from gptsovits_train.data.streamed_source import SourceCuts, write_clip_group
 from gptsovits_train.data.workers import StopRequested, interruptible, kill_pool, worker_init
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import (
     OutputWriteError,
-    atomic_save_npy,
     atomic_write_bytes,
     atomic_write_text,
     output_failure,
@@ -91,373 +78,6 @@ from gptsovits_train.fileio import (
 from gptsovits_train.layout import DatasetLayout
 
 LOG = logging.getLogger(__name__)
-
-RECORD_FORMAT = 1
-#: Sources longer than this (input seconds, from the file header) are decoded block by block into a
-#: spill file instead of into memory (same clips, flat memory; see `analyse_streamed`).
-STREAM_MIN_SECONDS = 60.0
-#: Clip-writing tasks of a long source cover about this much audio each.
-CLIP_GROUP_SECONDS = 60.0
-Mode = Literal["trim", "slice"]
-
-
-# ------------------------------------------------------------------------------------- audio stage
-@dataclass(frozen=True)
-class SourceJob:
-    """Everything one worker needs to turn one source file into clips (picklable)."""
-
-    source: Source
-    mode: Mode  # "trim": keep whole (has a transcript); "slice": silence slicer
-    final_mix: bool  # apply the training-copy loudness mix (not for --slice-only clips)
-    write_spec: bool
-    root: Path
-    audio: AudioConfig
-    prepare: PrepareConfig
-    # not in the fingerprint: both ways of decoding give the same clips
-    stream_min_seconds: float = STREAM_MIN_SECONDS
-
-    def fingerprint(self) -> str:
-        """Changes whenever the source file, its transcript or any setting that shapes its clips does."""
-        st = self.source.path.stat()
-        payload = {
-            "format": RECORD_FORMAT,
-            "path": str(self.source.path),
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "id": self.source.id,
-            "transcript": asdict(self.source.transcript) if self.source.transcript else None,
-            "mode": self.mode,
-            "final_mix": self.final_mix,
-            "write_spec": self.write_spec,
-            "audio": self.audio.model_dump(mode="json"),
-            "slicer": self.prepare.slicer.model_dump(mode="json"),
-            "loudness": self.prepare.loudness.model_dump(mode="json"),
-            "min_clip_seconds": self.prepare.min_clip_seconds,
-            "max_source_peak": self.prepare.max_source_peak,
-            "spec_dtype": self.prepare.spec_dtype,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass
-class SourceOutcome:
-    """Clips made from one source plus what was skipped/noted; `audio_seconds` of input decoded."""
-
-    clips: list[Clip] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    warnings: list[WarningItem] = field(default_factory=list)
-    audio_seconds: float = 0.0
-    file_sizes: dict[str, int] = field(default_factory=dict)  # relative path -> bytes written
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "clips": [asdict(c) for c in self.clips],
-            "skipped": [s.to_dict() for s in self.skipped],
-            "warnings": [w.to_dict() for w in self.warnings],
-            "audio_seconds": self.audio_seconds,
-            "file_sizes": self.file_sizes,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SourceOutcome:
-        return cls(
-            clips=[Clip.from_dict(c) for c in data["clips"]],
-            skipped=[Skipped.from_dict(s) for s in data["skipped"]],
-            warnings=[WarningItem.from_dict(w) for w in data["warnings"]],
-            audio_seconds=float(data["audio_seconds"]),
-            file_sizes={str(k): int(v) for k, v in data["file_sizes"].items()},
-        )
-
-
-def _span(path: Path, start: int, end: int, sr: int) -> str:
-    return f"{path} [{start / sr:.2f}-{end / sr:.2f} s]"
-
-
-def process_source(job: SourceJob) -> SourceOutcome:
-    """Decode, cut, normalise and write the clips of one source (the audio stage for one file).
-
-    The whole file is held in memory; `analyse_streamed` + `write_clip_group` do the same for a long
-    file with flat memory and the same result. Per-file problems become `Skipped`/`WarningItem`
-    entries; nothing is raised for bad audio.
-    """
-    src, sr = job.source, job.audio.sampling_rate
-    out = SourceOutcome()
-    try:
-        loaded = load_audio(src.path)
-    except AudioLoadError as exc:
-        out.skipped.append(Skipped(str(src.path), str(exc)))
-        return out
-    out.audio_seconds = loaded.seconds
-    out.warnings.extend(WarningItem(str(src.path), w) for w in loaded.warnings)
-    clipping = detect_clipping(loaded.samples)
-    if clipping.share > job.prepare.clipping_skip_share:
-        reason = f"{clipping_text(clipping)}, more than prepare.clipping_skip_share"
-        out.skipped.append(Skipped(str(src.path), reason))
-        return out
-    if clipping.share > job.prepare.clipping_warn_share:
-        warning = f"{clipping_text(clipping)}; expect audible distortion"
-        out.warnings.append(WarningItem(str(src.path), warning))
-    wave = resample(loaded.samples, loaded.sample_rate, sr)
-    params = SlicerParams.from_config(job.prepare.slicer, sr)
-    rms = frame_rms(wave, params.win, params.hop)
-    bounds = _cut_source(job, wave, wave.shape[0], rms, peak(wave), params, out)
-    repaired = write_clips(job, wave, rms, 0, bounds, out)
-    _note_repaired(job, repaired, out, peak(loaded.samples))
-    return out
-
-
-def _cut_source(
-    job: SourceJob,
-    samples: np.ndarray | SampleReader,
-    n_samples: int,
-    rms: np.ndarray,
-    source_peak: float,
-    params: SlicerParams,
-    out: SourceOutcome,
-) -> list[tuple[int, int]]:
-    """Clip ranges of a decoded source from its frame RMS and peak; [] (with a reason in `out`) when
-    the whole source is skipped. `samples` is only read to split chunks longer than the maximum."""
-    pcfg, sr, name = job.prepare, job.audio.sampling_rate, str(job.source.path)
-    if source_peak > pcfg.max_source_peak:
-        out.skipped.append(
-            Skipped(name, f"peak {source_peak:.2f} exceeds prepare.max_source_peak {pcfg.max_source_peak}")
-        )
-        return []
-    if source_peak == 0.0 or rms.max() < params.threshold:
-        out.skipped.append(Skipped(name, f"pure silence (nothing above {pcfg.slicer.threshold_db:g} dB)"))
-        return []
-    max_samples = round(pcfg.slicer.max_clip_seconds * sr)
-    if job.mode == "trim":
-        trimmed = trim_from_rms(rms, n_samples, params)
-        if trimmed is None:  # not reached after the silence check above; keeps the types narrow
-            out.skipped.append(Skipped(name, "pure silence"))
-            return []
-        length = (trimmed[1] - trimmed[0]) / sr
-        if trimmed[1] - trimmed[0] > max_samples:
-            out.skipped.append(
-                Skipped(
-                    name,
-                    f"{length:.1f} s after trimming silence, longer than prepare.slicer.max_clip_seconds "
-                    f"({pcfg.slicer.max_clip_seconds:g} s); it has a transcript, so it is not split "
-                    "(cut it yourself, or use --slice-only and transcribe the clips)",
-                )
-            )
-            return []
-        return [trimmed]
-    bounds: list[tuple[int, int]] = []
-    for start, end in bounds_from_rms(rms, n_samples, params):
-        bounds.extend(split_long(samples, start, end, max_samples, params))
-    return bounds
-
-
-def write_clips(
-    job: SourceJob,
-    samples: np.ndarray | SampleReader,
-    rms: np.ndarray,
-    rms_offset: int,
-    bounds: Sequence[tuple[int, int]],
-    out: SourceOutcome,
-) -> list[float]:
-    """Check, normalise and write the clips `bounds` of one source; returns the peaks it repaired.
-
-    Args:
-        samples: the source's 32 kHz waveform, or a `SampleReader` of it.
-        rms: frames `rms_offset ...` of the source's frame RMS, covering every range in `bounds`.
-    """
-    src, pcfg, acfg = job.source, job.prepare, job.audio
-    sr = acfg.sampling_rate
-    read = samples if not isinstance(samples, np.ndarray) else (lambda a, b: samples[a:b])
-    params = SlicerParams.from_config(pcfg.slicer, sr)
-    name = str(src.path)
-    shift = rms_offset * params.hop
-    # the spectrogram needs more samples than its reflect pad and at least one frame
-    spec_min = max(acfg.hop_length, (acfg.filter_length - acfg.hop_length) // 2 + 1)
-    min_samples = max(round(pcfg.min_clip_seconds * sr), spec_min)
-    repaired: list[float] = []
-    lcfg = pcfg.loudness
-    layout = DatasetLayout(job.root)
-    for start, end in bounds:
-        span = _span(src.path, start, end, sr)
-        n = end - start
-        if n < min_samples:
-            out.skipped.append(
-                Skipped(
-                    span,
-                    f"shorter than prepare.min_clip_seconds ({n / sr:.2f} s < {pcfg.min_clip_seconds:g} s)",
-                )
-            )
-            continue
-        if span_is_silent(rms, start - shift, end - shift, params):
-            out.skipped.append(Skipped(span, "pure silence"))
-            continue
-        clip_wave = read(start, end)
-        clip_peak = peak(clip_wave)
-        if clip_peak > 1.0:
-            clip_wave = clip_wave / np.float32(clip_peak)
-            repaired.append(clip_peak)
-        if lcfg.enabled:
-            if job.mode == "slice":
-                clip_wave = peak_mix(clip_wave, lcfg.max_peak, lcfg.alpha)
-            if job.final_mix:
-                clip_wave = peak_mix(clip_wave, lcfg.wav32k_peak, lcfg.wav32k_alpha)
-        clip_id = src.id if job.mode == "trim" else f"{src.id}_{start:010d}_{end:010d}"
-        # Clip files are renamed into place (atomic) without fsync; the record stores their sizes so
-        # that a resume after a power cut notices a file the disk lost.
-        wav_path = layout.wav(clip_id)
-        # official int16 scale: 32768 for the training copy (5-wav32k), 32767 for slicer output
-        pcm = to_pcm16(clip_wave, 32768.0 if job.final_mix else 32767.0)
-        data = wav_bytes_pcm16(pcm, sr)
-        atomic_write_bytes(wav_path, data, fsync=False)
-        out.file_sizes[layout.relative(wav_path)] = len(data)
-        spec_rel: str | None = None
-        if job.write_spec:
-            spec = compute_spec(pcm, acfg, pcfg.spec_dtype)
-            spec_path = layout.spec(clip_id)
-            atomic_save_npy(spec_path, spec, fsync=False)
-            spec_rel = layout.relative(spec_path)
-            out.file_sizes[spec_rel] = spec_path.stat().st_size
-        tr = src.transcript
-        out.clips.append(
-            Clip(
-                id=clip_id,
-                path=layout.relative(wav_path),
-                source=name,
-                start=start / sr,
-                end=end / sr,
-                duration=n / sr,
-                # a transcript belongs to the whole source: slices of it get no text
-                text=tr.text if tr is not None and job.mode == "trim" else "",
-                language=src.language,
-                speaker=src.speaker,
-                n_samples=n,
-                n_frames=n // acfg.hop_length,
-                spec=spec_rel,
-            )
-        )
-    return repaired
-
-
-def _note_repaired(job: SourceJob, repaired: Sequence[float], out: SourceOutcome, source_peak: float) -> None:
-    # Resampling rings a little above a full-scale input; only a source that was itself above 1.0 is news.
-    if repaired and source_peak > 1.0 and max(repaired) >= 1.0005:
-        out.warnings.append(
-            WarningItem(
-                str(job.source.path),
-                f"{len(repaired)} clip(s) peaked above 1.0 (max {max(repaired):.3f}); divided by their peak",
-            )
-        )
-
-
-# ------------------------------------------------------------------------- long sources, flat memory
-@dataclass
-class SourceCuts:
-    """The analysis of a streamed source: where its clips are, before any clip is written.
-
-    Attributes:
-        outcome: what is known so far (input seconds, load warnings, or why the source is skipped).
-        bounds: clip ranges in 32 kHz samples ([] when the whole source is skipped).
-        n_samples: length of the 32 kHz signal in the spill file.
-        rms: (n_frames,) float64 frame RMS of the whole signal (empty when skipped).
-        cpu: CPU seconds per part: `decode` (+ checks, mix), `resample` (+ peak, spill write),
-            `cuts` (frame RMS from the spill, slicer); for benchmarks.
-    """
-
-    outcome: SourceOutcome
-    bounds: list[tuple[int, int]]
-    n_samples: int
-    rms: np.ndarray
-    cpu: dict[str, float] = field(default_factory=dict)
-    source_peak: float = 0.0  # of the 32 kHz signal
-
-
-def analyse_streamed(
-    job: SourceJob,
-    spill: Path,
-    helper_thread: bool = False,
-    *,
-    decode_block: int = BLOCK_FRAMES,
-    rms_block: int = 1 << 11,
-) -> SourceCuts:
-    """Decode a long source block by block into `spill` (32 kHz float32), then find its clips.
-
-    Memory stays flat in the recording's length: one decode block, plus the frame RMS (8 bytes per
-    10 ms). The clip ranges are those `process_source` finds for the same file, for any block sizes
-    (`decode_block`: input frames per decode block; `rms_block`: frames per RMS block).
-    """
-    sr = job.audio.sampling_rate
-    out = SourceOutcome()
-    try:
-        decoded = decode_to_spill(
-            job.source.path, sr, spill, block_frames=decode_block, helper_thread=helper_thread
-        )
-    except AudioLoadError as exc:
-        spill.unlink(missing_ok=True)
-        out.skipped.append(Skipped(str(job.source.path), str(exc)))
-        return SourceCuts(out, [], 0, np.zeros(0))
-    out.audio_seconds = decoded.input_seconds
-    out.warnings.extend(WarningItem(str(job.source.path), w) for w in decoded.warnings)
-    start = time.thread_time()
-    params = SlicerParams.from_config(job.prepare.slicer, sr)
-    read = SpillFile(spill, decoded.n_samples)
-    rms = frame_rms_range(read, decoded.n_samples, params.win, params.hop, block_frames=rms_block)
-    bounds = _cut_source(job, read, decoded.n_samples, rms, decoded.peak, params, out)
-    cpu = {"decode": decoded.decode_cpu, "resample": decoded.resample_cpu, "cuts": time.thread_time() - start}
-    return SourceCuts(out, bounds, decoded.n_samples, rms if bounds else np.zeros(0), cpu, decoded.peak)
-
-
-def write_clip_group(
-    job: SourceJob,
-    spill: Path,
-    n_samples: int,
-    bounds: Sequence[tuple[int, int]],
-    rms: np.ndarray,
-    rms_offset: int,
-) -> tuple[SourceOutcome, list[float]]:
-    """Write the clips `bounds` of a streamed source from its spill file (one task of the pool)."""
-    out = SourceOutcome()
-    repaired = write_clips(job, SpillFile(spill, n_samples), rms, rms_offset, bounds, out)
-    return out, repaired
-
-
-def clip_groups(bounds: Sequence[tuple[int, int]], group_samples: int) -> list[list[tuple[int, int]]]:
-    """Consecutive clip ranges in groups of at least `group_samples` (the last may be shorter)."""
-    groups: list[list[tuple[int, int]]] = []
-    current: list[tuple[int, int]] = []
-    size = 0
-    for start, end in bounds:
-        current.append((start, end))
-        size += end - start
-        if size >= group_samples:
-            groups.append(current)
-            current, size = [], 0
-    if current:
-        groups.append(current)
-    return groups
-
-
-def clipping_text(clipping: Clipping) -> str:
-    return (
-        f"clipped: {clipping.share:.1%} of the samples sit in flat runs at full scale "
-        f"(|x| = {clipping.level:.3f})"
-    )
-
-
-def compute_spec(pcm: np.ndarray, acfg: AudioConfig, dtype: str) -> np.ndarray:
-    """Linear spectrogram of an int16 clip as the training loader sees it (pcm / 32768).
-
-    Args:
-        pcm: (L,) int16.
-    Returns:
-        (n_fft // 2 + 1, L // hop) array of `dtype`.
-    """
-    import torch
-
-    from gptsovits_train.audio.spectrogram import spectrogram
-
-    wave = torch.from_numpy(pcm).to(torch.float32) / 32768.0
-    with torch.no_grad():
-        spec = spectrogram(wave, acfg)
-    return spec.to(getattr(torch, dtype)).numpy()
 
 
 def _record_outputs_exist(layout: DatasetLayout, outcome: SourceOutcome) -> bool:
@@ -515,6 +135,46 @@ class _InlineExecutor:
         return fut
 
 
+def _init_worker(parent_pid: int, with_torch: bool, groups: Any) -> None:
+    worker_init(parent_pid, with_torch)
+    streamed_source.set_group_queue(groups)
+
+
+@dataclass
+class _LongSource:
+    """Progress of one streamed source: its analysis result and the groups its clips came in."""
+
+    cuts: SourceCuts | None = None
+    received: int = 0  # groups received from the analysis (each became a write task)
+    written: dict[int, tuple[SourceOutcome, list[float]]] = field(default_factory=dict)
+
+    def done(self) -> bool:
+        return self.cuts is not None and len(self.written) == self.received == self.cuts.n_groups
+
+    def outcome(self, job: SourceJob, layout: DatasetLayout) -> SourceOutcome:
+        """The source's outcome once `done()`; a source skipped whole loses the clips already written."""
+        assert self.cuts is not None
+        outcome = self.cuts.outcome
+        parts = [self.written[k] for k in sorted(self.written)]
+        if self.cuts.discard:
+            for part, _ in parts:
+                for rel in part.file_sizes:
+                    (layout.root / rel).unlink(missing_ok=True)
+            return outcome
+        repaired: list[float] = []
+        for part, part_repaired in parts:
+            outcome.clips.extend(part.clips)
+            outcome.skipped.extend(part.skipped)
+            outcome.file_sizes.update(part.file_sizes)
+            repaired.extend(part_repaired)
+        note_repaired(job, repaired, outcome, self.cuts.source_peak)
+        return outcome
+
+
+#: Seconds between looks at the clip groups sent by analysis tasks while waiting for pool tasks.
+GROUP_POLL_SECONDS = 0.02
+
+
 def run_audio_stage(
     layout: DatasetLayout,
     jobs: Sequence[SourceJob],
@@ -525,10 +185,12 @@ def run_audio_stage(
     """Run (or reuse) every job; returns outcomes in job order and how many were reused.
 
     A short source is one task (`process_source`). A long one (`_needs_stream`) is an analysis task
-    (`analyse_streamed`: decode, resample and frame RMS block by block into a spill file, then the
-    cuts) followed by one clip-writing task per ~`CLIP_GROUP_SECONDS` of clips (`write_clip_group`),
-    so that every worker helps on one long recording; with more workers than sources, the analysis
-    also decodes in a helper thread. A source's progress record is written when all its clips are.
+    (`streamed_source.analyse_streamed`: decode, resample, frame RMS and slicer in one streaming pass)
+    that sends its clips in groups of ~`CLIP_GROUP_SECONDS` while it runs; each group becomes a
+    clip-writing task (`write_clip_group`) for any free worker, so the other workers write the clips
+    of one long recording while it is still being decoded; with more workers than sources, the
+    analysis also decodes in a helper thread. A source's progress record is written when all its
+    clips are.
 
     Raises:
         StopRequested: SIGINT/SIGTERM (see `data.workers`); the pool is killed, finished sources kept.
@@ -555,12 +217,16 @@ def run_audio_stage(
     n_workers = max(1, min(workers, len(todo))) if not streamed else max(1, workers)
     with_torch = any(jobs[i].write_spec for i in todo)
     helper_thread = n_workers > len(todo)
-    group_samples = round(CLIP_GROUP_SECONDS * jobs[todo[0]].audio.sampling_rate)
     pool: ProcessPoolExecutor | None = None
     executor: ProcessPoolExecutor | _InlineExecutor
     threads: int | None = None
+    # clip groups from analysis tasks: a pipe from the workers (its put() returns once the group is
+    # in the pipe, so all of a task's groups are there when its result is), or an in-process queue
+    groups: Any
     if n_workers == 1:
         executor = _InlineExecutor()
+        groups = queue.SimpleQueue()
+        streamed_source.set_group_queue(groups)
         if with_torch:
             import torch
 
@@ -571,33 +237,34 @@ def run_audio_stage(
             import torch  # imported once here: forked workers inherit it
 
         method = "fork" if sys.platform.startswith("linux") else "spawn"
+        context = multiprocessing.get_context(method)
+        groups = context.SimpleQueue()
         pool = ProcessPoolExecutor(
             max_workers=n_workers,
-            mp_context=multiprocessing.get_context(method),
-            initializer=worker_init,
-            initargs=(os.getpid(), with_torch),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(os.getpid(), with_torch, groups),
         )
         pool.submit(int).result()  # fork the workers now, before the progress bar starts a thread
         executor = pool
     tasks: dict[Future[Any], tuple[str, int, int]] = {}
-    cuts: dict[int, SourceCuts] = {}
-    parts: dict[int, list[tuple[SourceOutcome, list[float]] | None]] = {}
+    long_sources: dict[int, _LongSource] = {}
     # at most one long source per worker at a time: each holds a spill file (128 KB per second)
     waiting = [i for i in todo if i in streamed]
-    long_in_flight = 0
 
     def start_long_sources() -> None:
-        nonlocal long_in_flight
-        while waiting and long_in_flight < n_workers:
+        while waiting and len(long_sources) < n_workers:
             i = waiting.pop(0)
-            long_in_flight += 1
+            long_sources[i] = _LongSource()
             spill = layout.source_spill(jobs[i].source.key)
-            tasks[executor.submit(analyse_streamed, jobs[i], spill, helper_thread)] = ("analyse", i, 0)
+            tasks[executor.submit(streamed_source.analyse_task, jobs[i], spill, helper_thread, i)] = (
+                "analyse",
+                i,
+                0,
+            )
 
     def finish(i: int, outcome: SourceOutcome) -> None:
-        nonlocal long_in_flight
-        if i in streamed:
-            long_in_flight -= 1
+        long_sources.pop(i, None)
         source = str(jobs[i].source.path)
         record = {"fingerprint": fingerprints[i], "source": source, "outcome": outcome.to_dict()}
         # last, so that a record means "all files done"; no fsync: a record lost in a power cut
@@ -607,6 +274,18 @@ def run_audio_stage(
         outcomes[i] = outcome
         bar.update(1)
         start_long_sources()
+
+    def take_groups() -> None:
+        """Turn every clip group sent so far into a write task."""
+        while not groups.empty():
+            i, group = groups.get()
+            state = long_sources[i]
+            state.received += 1
+            if state.cuts is not None and state.cuts.discard:  # skipped whole: nothing to write
+                state.written[group.index] = (SourceOutcome(), [])
+                continue
+            spill = layout.source_spill(jobs[i].source.key)
+            tasks[executor.submit(write_clip_group, jobs[i], spill, group)] = ("clips", i, group.index)
 
     def collect(fut: Future[Any], kind: str, i: int, g: int) -> None:
         job = jobs[i]
@@ -621,43 +300,20 @@ def run_audio_stage(
             raise RuntimeError(f"unexpected error while preparing {job.source.path}: {exc}") from exc
         if kind == "whole":
             finish(i, result)
-        elif kind == "analyse":
-            found: SourceCuts = result
-            if not found.bounds:
-                finish(i, found.outcome)
-                return
-            cuts[i] = found
-            groups = clip_groups(found.bounds, group_samples)
-            parts[i] = [None] * len(groups)
-            hop = SlicerParams.from_config(job.prepare.slicer, job.audio.sampling_rate).hop
-            spill = layout.source_spill(job.source.key)
-            for k, group in enumerate(groups):
-                f0, f1 = group[0][0] // hop, -(-group[-1][1] // hop)
-                fut2 = executor.submit(
-                    write_clip_group, job, spill, found.n_samples, group, found.rms[f0:f1], f0
-                )
-                tasks[fut2] = ("clips", i, k)
+            return
+        state = long_sources[i]
+        if kind == "analyse":
+            state.cuts = result
+            take_groups()  # every group of this source is in the queue now
         else:
-            slots = parts[i]
-            slots[g] = result
-            if all(slot is not None for slot in slots):
-                done_cuts = cuts.pop(i)
-                outcome = done_cuts.outcome
-                repaired: list[float] = []
-                for slot in slots:
-                    assert slot is not None
-                    group_out, group_repaired = slot
-                    outcome.clips.extend(group_out.clips)
-                    outcome.skipped.extend(group_out.skipped)
-                    outcome.file_sizes.update(group_out.file_sizes)
-                    repaired.extend(group_repaired)
-                _note_repaired(job, repaired, outcome, done_cuts.source_peak)
-                del parts[i]
-                finish(i, outcome)
+            state.written[g] = result
+        if state.done():
+            finish(i, state.outcome(job, layout))
 
     try:
         with tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="file", desc="audio") as bar:
             start_long_sources()
+            take_groups()
             for i in todo:
                 if i not in streamed:
                     tasks[executor.submit(process_source, jobs[i])] = ("whole", i, 0)
@@ -665,10 +321,14 @@ def run_audio_stage(
                     while finished := [fut for fut in tasks if fut.done()]:
                         for fut in finished:
                             collect(fut, *tasks.pop(fut))
+                        take_groups()
             while tasks:
-                done, _ = wait(list(tasks), return_when=FIRST_COMPLETED)
+                poll = GROUP_POLL_SECONDS if long_sources else None
+                done, _ = wait(list(tasks), timeout=poll, return_when=FIRST_COMPLETED)
+                take_groups()
                 for fut in done:
                     collect(fut, *tasks.pop(fut))
+                take_groups()
     except BaseException as exc:
         # Ctrl-C, SIGTERM or a bug: stop at once; finished sources keep their records
         if pool is not None:
@@ -684,6 +344,7 @@ def run_audio_stage(
             raise stop from None
         raise
     finally:
+        streamed_source.set_group_queue(None)
         if pool is not None:
             pool.shutdown(wait=True)
         if threads is not None:
