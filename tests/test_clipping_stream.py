@@ -239,3 +239,14 @@ def test_ordinary_signal_holds_almost_nothing():
     top = np.abs(x).max()
     near_top = np.abs(np.abs(x) - top) <= np.float32(float(top) * 1e-4)
     assert counter.spans_held() <= np.count_nonzero(near_top) <= 2
+
+
+def test_runs_at_one_away_from_the_top_are_counted_not_held():
+    # a float file clipped at 1.0 whose top (1.5) lies elsewhere: its runs at 1.0 are counted as they end
+    rng = np.random.default_rng(8)
+    x = np.clip(3 * rng.standard_normal(20_000), -1, 1).astype(np.float32)
+    x[9_999:10_002] = [1.0, 1.5, 0.0]
+    counter = streamed(split_at(x, [512] * 39))
+    assert_same(counter.result(), x)
+    assert counter.result().level == 1.0 and counter.result().share > 0.5
+    assert counter.spans_held() == 2  # the sample at 1.5 and the run at 1.0 that ends at it
