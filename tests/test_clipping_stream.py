@@ -49,6 +49,11 @@ def assert_same(got: Clipping, x: np.ndarray) -> None:
 def assert_streams_like_whole(x: np.ndarray, rng: np.random.Generator, splits: int = 4) -> None:
     for _ in range(splits):
         assert_same(streamed(random_split(x, rng)).result(), x)
+    counter, fed = ClippingCounter(), 0
+    for block in random_split(x[:300], rng):  # asked after every block: the answer for the samples so far
+        counter.update(block)
+        fed += block.size
+        assert_same(counter.result(), x[:fed])
     assert_same(streamed(list(x.reshape(-1, 1))).result(), x)  # one sample per block
 
 
