@@ -68,6 +68,7 @@ def detect_clipping(samples: np.ndarray, min_run: int = MIN_RUN) -> Clipping:
 
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)
+_NO_POSITIONS.setflags(write=False)
 
 
 def _stretches(idx: np.ndarray, split: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
