@@ -17,6 +17,7 @@ import soundfile as sf
 
 import gptsovits_train.data.prepare as prep_mod
 import gptsovits_train.data.streamed_source as streamed_mod
+from gptsovits_train.audio.clipping import detect_clipping
 from gptsovits_train.audio.io import load_audio, resample
 from gptsovits_train.audio.slicer import (
     ChunkStream,
@@ -32,8 +33,8 @@ from gptsovits_train.audio.stream import SpillFile, decode_to_spill, mix_to_mono
 from gptsovits_train.config import Config, SlicerConfig
 from gptsovits_train.data.prepare import prepare
 from gptsovits_train.data.source_clips import SourceJob
-from gptsovits_train.data.streamed_source import ClipGroup, analyse_streamed
 from gptsovits_train.data.sources import Source
+from gptsovits_train.data.streamed_source import ClipGroup, analyse_streamed
 from gptsovits_train.errors import Interrupted
 from gptsovits_train.layout import DatasetLayout
 
@@ -117,6 +118,7 @@ def test_decode_to_spill_equals_load_and_resample(
         assert res.peak == float(np.max(np.abs(expected)))
         assert res.input_seconds == pytest.approx(loaded.seconds)
         assert res.warnings == loaded.warnings
+        assert res.clipping == detect_clipping(loaded.samples)
 
 
 @pytest.mark.parametrize(("fmt", "channels"), [("WAV", 1), ("WAV", 2), ("FLAC", 1), ("FLAC", 2), ("AIFF", 2)])
@@ -353,6 +355,8 @@ def _late_problem_input(folder: Path, problem: str) -> Path:
     x = speech_like(pattern, 44100, seed=9)[: 75 * 44100]
     if problem == "peak":
         x[-44100:-44000] = 3.0
+    elif problem == "clipped":  # flat tops at 0.5 all through: skipped, but known only at the end
+        x = np.clip(4 * x, -0.5, 0.5)
     else:
         x[-1000:-990] = np.nan
     sf.write(folder / "late.wav", x, 44100, subtype="FLOAT")
@@ -427,3 +431,22 @@ def test_two_long_files_with_two_workers(long_input: Path, in_memory_result: Pat
     assert {k: v for k, v in got.items() if "/long_" in k} == ref
     assert sorted(v for k, v in got.items() if "/long2_" in k) == sorted(ref.values())
     assert rep.n_clips == 2 * len(ref)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_streamed_source_gets_the_clipping_warning_of_the_in_memory_path(
+    tmp_path: Path, subtype: str
+) -> None:
+    """A long recording with some flat tops: the same warning (same share and level) either way."""
+    rng = np.random.default_rng(12)
+    pattern = [(float(rng.uniform(1.0, 6.0)), float(rng.uniform(0.35, 1.0))) for _ in range(20)]
+    x = speech_like(pattern, 44100, seed=13)[: 70 * 44100]
+    x *= np.float32(0.8 / np.abs(x).max())  # the flat tops below are the file's peak
+    x[44100 * 20 : 44100 * 23] = np.clip(10 * x[44100 * 20 : 44100 * 23], -0.9, 0.9)
+    path = tmp_path / "some_clipping.wav"
+    sf.write(path, x, 44100, subtype=subtype)
+    job = _job(path, tmp_path / "ds")
+    streamed = analyse_streamed(job, tmp_path / "s.f32", lambda group: None)
+    whole = prep_mod.process_source(job)
+    assert [w.message for w in streamed.outcome.warnings] == [w.message for w in whole.warnings]
+    assert any("clipped" in w.message for w in whole.warnings)

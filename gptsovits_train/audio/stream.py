@@ -36,6 +36,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from gptsovits_train.audio.clipping import Clipping, ClippingCounter
 from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file, format_warnings
 
 LOG = logging.getLogger(__name__)
@@ -69,12 +70,14 @@ def stream_info(path: Path) -> StreamInfo | None:
 
 @dataclass
 class StreamResult:
-    """What `decode_to_spill` found: output length and peak, input length, warnings (as `LoadedAudio`),
+    """What `decode_to_spill` found: output length and peak, input length, the clipping of the decoded
+    mono signal (`detect_clipping` of it, computed block by block), warnings (as `LoadedAudio`),
     and the CPU seconds of its two pipeline stages (decode + checks + mix; resample + peak + write)."""
 
     n_samples: int
     peak: float
     input_seconds: float
+    clipping: Clipping
     warnings: list[str] = field(default_factory=list)
     decode_cpu: float = 0.0
     resample_cpu: float = 0.0
@@ -125,14 +128,21 @@ def _read_mono(fh: sf.SoundFile, block_frames: int, pcm16: bool) -> tuple[np.nda
     return mono, 0
 
 
-def _decoded_blocks(fh: sf.SoundFile, block_frames: int) -> Iterator[tuple[np.ndarray, int, float]]:
-    """(mono block, NaN/Inf count, CPU seconds spent on it) per block until the end of the file."""
+def _decoded_blocks(
+    fh: sf.SoundFile, block_frames: int, clipping: ClippingCounter
+) -> Iterator[tuple[np.ndarray, int, float]]:
+    """(mono block, NaN/Inf count, CPU seconds spent on it) per block until the end of the file;
+    `clipping` sees every block of a file without NaN/Inf (on this thread)."""
     pcm16 = str(fh.subtype) == "PCM_16" and int(fh.channels) <= 2
+    clean = True
     while True:
         cpu = time.thread_time()
         block = _read_mono(fh, block_frames, pcm16)
         if block is None:
             return
+        clean = clean and block[1] == 0
+        if clean:
+            clipping.update(block[0])
         yield block[0], block[1], time.thread_time() - cpu
 
 
@@ -232,7 +242,8 @@ def decode_to_spill(
         n_in = bad = 0
         decode_cpu = resample_cpu = 0.0
         spill.parent.mkdir(parents=True, exist_ok=True)
-        blocks = _decoded_blocks(fh, block_frames)
+        clipping = ClippingCounter()
+        blocks = _decoded_blocks(fh, block_frames, clipping)
         if helper_thread:
             blocks = _prefetched(blocks)
         with open(spill, "wb") as out:
@@ -259,7 +270,9 @@ def decode_to_spill(
     if bad:
         raise AudioLoadError(f"{bad} NaN/Inf samples")
     warnings = format_warnings(subtype, channels)
-    return StreamResult(writer.n_samples, writer.peak, n_in / sr_in, warnings, decode_cpu, resample_cpu)
+    return StreamResult(
+        writer.n_samples, writer.peak, n_in / sr_in, clipping.result(), warnings, decode_cpu, resample_cpu
+    )
 
 
 class SpillFile:

@@ -56,9 +56,9 @@ import numpy as np
 
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
-from gptsovits_train.data.source_clips import compute_spec
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs
 from gptsovits_train.data.report_types import Skipped, WarningItem
+from gptsovits_train.data.source_clips import compute_spec
 from gptsovits_train.data.sources import safe_id
 from gptsovits_train.data.split import SplitItem, assign_split
 from gptsovits_train.data.stages import remove_unlisted

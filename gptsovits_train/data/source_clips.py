@@ -134,14 +134,8 @@ def process_source(job: SourceJob) -> SourceOutcome:
         return out
     out.audio_seconds = loaded.seconds
     out.warnings.extend(WarningItem(str(src.path), w) for w in loaded.warnings)
-    clipping = detect_clipping(loaded.samples)
-    if clipping.share > job.prepare.clipping_skip_share:
-        reason = f"{clipping_text(clipping)}, more than prepare.clipping_skip_share"
-        out.skipped.append(Skipped(str(src.path), reason))
+    if not check_clipping(job, detect_clipping(loaded.samples), out):
         return out
-    if clipping.share > job.prepare.clipping_warn_share:
-        warning = f"{clipping_text(clipping)}; expect audible distortion"
-        out.warnings.append(WarningItem(str(src.path), warning))
     wave = resample(loaded.samples, loaded.sample_rate, sr)
     params = SlicerParams.from_config(job.prepare.slicer, sr)
     rms = frame_rms(wave, params.win, params.hop)
@@ -149,6 +143,18 @@ def process_source(job: SourceJob) -> SourceOutcome:
     repaired = write_clips(job, wave, rms, 0, bounds, out)
     note_repaired(job, repaired, out, peak(loaded.samples))
     return out
+
+
+def check_clipping(job: SourceJob, clipping: Clipping, out: SourceOutcome) -> bool:
+    """False (the source skipped, the reason in `out`) when too much of it is clipped; a warning in
+    `out` when some is. `clipping`: of the decoded mono signal at its own rate."""
+    name = str(job.source.path)
+    if clipping.share > job.prepare.clipping_skip_share:
+        out.skipped.append(Skipped(name, f"{clipping_text(clipping)}, more than prepare.clipping_skip_share"))
+        return False
+    if clipping.share > job.prepare.clipping_warn_share:
+        out.warnings.append(WarningItem(name, f"{clipping_text(clipping)}; expect audible distortion"))
+    return True
 
 
 def source_skip_reason(

@@ -13,8 +13,9 @@ A source longer than `source_clips.STREAM_MIN_SECONDS` is not held in memory. `a
   the file is still being decoded; every `CLIP_GROUP_SECONDS` of clips become a `ClipGroup` that goes
   to `sink` at once (the pool's other workers write it from the spill file with `write_clip_group`
   while this task goes on);
-- what only the end can tell (the source's peak above `prepare.max_source_peak`, pure silence, a
-  decoding error part way, the edge trim of a source with a transcript) is decided in the result: a
+- what only the end can tell (the source's peak above `prepare.max_source_peak`, too much of it
+  clipped (`audio.clipping.ClippingCounter`, on the decode thread), pure silence, a decoding error
+  part way, the edge trim of a source with a transcript) is decided in the result: a
   source skipped whole after some groups were sent reports `discard=True`, and the caller deletes
   what those groups wrote before the source's record is written.
 
@@ -39,6 +40,7 @@ from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.source_clips import (
     SourceJob,
     SourceOutcome,
+    check_clipping,
     source_skip_reason,
     trim_bounds,
     write_clips,
@@ -173,25 +175,26 @@ def analyse_streamed(
     out.warnings.extend(WarningItem(name, w) for w in decoded.warnings)
     last = chunks.feed(frames.finish()) + chunks.finish(decoded.n_samples)
     rms = chunks.tagger.rms
-    reason = source_skip_reason(job, rms, decoded.peak, params)
+    skipped = not check_clipping(job, decoded.clipping, out)
+    reason = None if skipped else source_skip_reason(job, rms, decoded.peak, params)
     if reason is not None:
         out.skipped.append(Skipped(name, reason))
-    else:
-        writer_n = decoded.n_samples
-        read = SpillFile(spill, writer_n)
+        skipped = True
+    if not skipped:
+        read = SpillFile(spill, decoded.n_samples)
         if job.mode == "trim":
-            found = trim_bounds(job, rms, writer_n, params, out)
+            found = trim_bounds(job, rms, decoded.n_samples, params, out)
         else:
             found = [piece for a, b in last for piece in split_long(read, a, b, max_samples, params)]
-        groups.add(found, rms, writer_n)
-        groups.send(rms, writer_n)
+        groups.add(found, rms, decoded.n_samples)
+        groups.send(rms, decoded.n_samples)
     cpu = {
         "decode": decoded.decode_cpu,
         "resample": decoded.resample_cpu - cuts_cpu,
         "cuts": cuts_cpu + time.thread_time() - start,
     }
     return SourceCuts(
-        out, groups.sent, discard=reason is not None and groups.sent > 0, source_peak=decoded.peak, cpu=cpu
+        out, groups.sent, discard=skipped and groups.sent > 0, source_peak=decoded.peak, cpu=cpu
     )
 
 
