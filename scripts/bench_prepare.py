@@ -16,11 +16,15 @@ so imports and the pool's start-up are counted as a user sees them:
 
 A second table (`--pipeline`, on by default) splits the CPU time of slicing one long file into the
 parts of the `-j 2` design, measured with per-thread CPU clocks in this process (other jobs on a shared
-machine change them far less than wall times): `decode` (decode + NaN check + channel mix, the helper
-thread), `resample` (resample + peak + spill write, the analysis task's own thread), `cuts` (frame RMS
-from the spill + slicer, sequential) and `clips` (loudness mix + int16 + WAV writes, shared by all
-workers). On two free cores `-j 2` needs about max(decode, resample) + cuts + clips / 2 (plus pool
-start-up), `-j 1` needs their sum.
+machine change them far less than wall times): `decode` (decode + NaN check + channel mix + clipping
+count), `resample`, `write` (spill write + peak), `cuts` (frame RMS + slicer + clip groups) and
+`clips` (loudness mix + int16 + WAV writes). With `-j 2` on one file the analysis task runs decode,
+resample and write + cuts as three threads while the other worker writes the clips of each group
+as soon as it is found, so two free cores need about max(busiest thread, sum / 2) (plus the pool's
+start-up); `-j 1` needs the sum.
+
+Settings run interleaved (`-j 1`, `-j 2`, `-j 1`, ...) so that a change in the machine's load hits
+both alike; `--steps slice` skips the transcripts pass.
 
 Columns: `wall s` = the whole command (fresh process); `prepare s` = the `prepare()` call alone
 (`report.json`'s `wall_seconds`: no start-up/imports); `CPU s` = user + system time of the command and
@@ -153,28 +157,21 @@ def run_command(args: list[str], out: Path) -> Run:
 
 def pipeline_cpu(path: Path, work: Path) -> dict[str, float]:
     """CPU seconds of the parts of slicing `path` (see the module docstring), one thread at a time."""
-    from gptsovits_train.audio.slicer import SlicerParams
     from gptsovits_train.config import Config
-    from gptsovits_train.data.prepare import (
-        CLIP_GROUP_SECONDS,
-        SourceJob,
-        analyse_streamed,
-        clip_groups,
-        write_clip_group,
-    )
+    from gptsovits_train.data.source_clips import SourceJob
     from gptsovits_train.data.sources import Source
+    from gptsovits_train.data.streamed_source import ClipGroup, analyse_streamed, write_clip_group
 
     cfg = Config()
     job = SourceJob(
         Source(path, "long", None, "spk", "en"), "slice", False, False, work, cfg.audio, cfg.prepare
     )
     spill = work / "spill.f32"
-    cuts = analyse_streamed(job, spill)
-    hop = SlicerParams.from_config(cfg.prepare.slicer, cfg.audio.sampling_rate).hop
+    groups: list[ClipGroup] = []
+    cuts = analyse_streamed(job, spill, groups.append)
     start = time.thread_time()
-    for group in clip_groups(cuts.bounds, round(CLIP_GROUP_SECONDS * cfg.audio.sampling_rate)):
-        f0, f1 = group[0][0] // hop, -(-group[-1][1] // hop)
-        write_clip_group(job, spill, cuts.n_samples, group, cuts.rms[f0:f1], f0)
+    for group in groups:
+        write_clip_group(job, spill, group)
     spill.unlink()
     return {**cuts.cpu, "clips": time.thread_time() - start}
 
@@ -187,6 +184,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per setting; the fastest is reported")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the input and outputs")
     ap.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the CPU split table")
+    ap.add_argument("--steps", nargs="+", choices=["slice", "transcripts"], default=["slice", "transcripts"])
     args = ap.parse_args()
     parts: list[tuple[float, dict[str, float]]] = []
 
@@ -204,28 +202,39 @@ def main() -> None:
             )
             if args.pipeline:
                 parts.append((minutes, pipeline_cpu(src / "long_00.wav", work / "pipeline")))
-            for w in args.workers:
-                best: dict[str, Run] = {}
-                for r in range(args.repeat):
+            best: dict[tuple[int, str], Run] = {}
+            for r in range(args.repeat):
+                for w in args.workers:
                     sliced, ds = work / f"sliced_{w}_{r}", work / f"dataset_{w}_{r}"
                     jobs = ["-j", str(w), "-q", "--language", "en", "--out"]
-                    run1 = run_command(["prepare", str(src), "--slice-only", *jobs, str(sliced)], sliced)
-                    fill_template(sliced / "transcripts_template.list", sliced / "filled.list")
-                    filled = str(sliced / "filled.list")
-                    run2 = run_command(["prepare", "--transcripts", filled, *jobs, str(ds)], ds)
+                    runs = {
+                        "slice": run_command(
+                            ["prepare", str(src), "--slice-only", *jobs, str(sliced)], sliced
+                        )
+                    }
+                    if "transcripts" in args.steps:
+                        fill_template(sliced / "transcripts_template.list", sliced / "filled.list")
+                        filled = str(sliced / "filled.list")
+                        runs["transcripts"] = run_command(
+                            ["prepare", "--transcripts", filled, *jobs, str(ds)], ds
+                        )
                     print(
-                        f"  {minutes:g} min, -j {w}, run {r + 1}: slice {run1.wall:.1f} s "
-                        f"({run1.clips} clips, {run1.rss_mb:.0f} MB), transcripts {run2.wall:.1f} s "
-                        f"({run2.clips} clips, {run2.rss_mb:.0f} MB)",
+                        f"  {minutes:g} min, -j {w}, run {r + 1}: "
+                        + ", ".join(
+                            f"{k} {v.wall:.1f} s ({v.clips} clips, {v.rss_mb:.0f} MB)"
+                            for k, v in runs.items()
+                        ),
                         flush=True,
                     )
-                    for name, run in (("slice", run1), ("transcripts", run2)):
-                        if name not in best or run.prepare < best[name].prepare:
-                            best[name] = run
+                    for name, run in runs.items():
+                        if (w, name) not in best or run.prepare < best[w, name].prepare:
+                            best[w, name] = run
                     shutil.rmtree(sliced)
-                    shutil.rmtree(ds)
-                for name in ("slice", "transcripts"):
-                    rows.append((minutes, w, name, best[name], seconds))
+                    shutil.rmtree(ds, ignore_errors=True)
+            for w in args.workers:
+                for name in args.steps:
+                    if (w, name) in best:
+                        rows.append((minutes, w, name, best[w, name], seconds))
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -250,14 +259,16 @@ def main() -> None:
         print(line)
     if parts:
         print()
-        print("| input | decode | resample | cuts | clips | -j 1 (sum) | -j 2 on 2 free cores | ratio |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| input | decode | resample | write | cuts | clips | -j 1 (sum) | -j 2 bound | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for minutes, cpu in parts:
             one = sum(cpu.values())
-            two = max(cpu["decode"], cpu["resample"]) + cpu["cuts"] + cpu["clips"] / 2
+            # three threads (decode | resample | write + cuts) in one worker, clips in the other:
+            # two free cores need at least the busiest thread and at least half of the sum
+            two = max(cpu["decode"], cpu["resample"], cpu["write"] + cpu["cuts"], one / 2)
             print(
-                f"| {minutes:g} min | {cpu['decode']:.2f} | {cpu['resample']:.2f} | {cpu['cuts']:.2f} | "
-                f"{cpu['clips']:.2f} | {one:.2f} | {two:.2f} | {one / two:.2f}x |"
+                f"| {minutes:g} min | {cpu['decode']:.2f} | {cpu['resample']:.2f} | {cpu['write']:.2f} | "
+                f"{cpu['cuts']:.2f} | {cpu['clips']:.2f} | {one:.2f} | {two:.2f} | {one / two:.2f}x |"
             )
 
 

@@ -363,7 +363,7 @@ def _late_problem_input(folder: Path, problem: str) -> Path:
     return folder / "late.wav"
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, 2, 3])  # 3 > 2 sources: the analysis runs three threads
 @pytest.mark.parametrize(
     ("problem", "reason"), [("peak", "exceeds prepare.max_source_peak"), ("nan", "NaN/Inf")]
 )
@@ -390,7 +390,7 @@ def test_source_skipped_at_its_end_leaves_no_clips(
 def test_two_workers_write_clips_while_the_file_is_still_being_decoded(
     long_input: Path, in_memory_result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With -j 2, clips are written by the other worker while the analysis task is still running:
+    """With -j 2, clips are written by the other worker while the analysis task is still decoding:
     after sending its first group, the analysis waits (up to 60 s) for a clip file to appear. Pool
     workers are forked after the patch, so they run the patched analysis."""
     monkeypatch.setattr(streamed_mod, "CLIP_GROUP_SECONDS", 10.0)

@@ -13,9 +13,9 @@ float32 samples, bit for bit, while holding one block at a time:
 
 The resampled samples go to a raw float32 "spill" file (4 bytes per output sample, ≈ 460 MB per hour
 at 32 kHz, deleted when the source is done) that `SpillFile` reads back by range: the slicer's frame
-RMS, the cuts and every clip then read only what they need. With `helper_thread=True` a second thread
-decodes the next blocks while the calling thread resamples and writes (libsndfile, numpy and soxr
-release the GIL), which lets a second core help on one long file.
+RMS, the cuts and every clip then read only what they need. With `helper_thread=True` the stages run
+as a pipeline of three threads (decode -> resample -> spill write and `on_output` on the calling
+thread; libsndfile, numpy and soxr release the GIL), which lets a second core help on one long file.
 
 The checks are those of `load_audio`, with the same messages: empty/truncated/corrupt files, no
 samples, NaN/Inf samples, and the 8-bit / surround-downmix warnings.
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -72,15 +72,15 @@ def stream_info(path: Path) -> StreamInfo | None:
 class StreamResult:
     """What `decode_to_spill` found: output length and peak, input length, the clipping of the decoded
     mono signal (`detect_clipping` of it, computed block by block), warnings (as `LoadedAudio`),
-    and the CPU seconds of its two pipeline stages (decode + checks + mix; resample + peak + write)."""
+    and the CPU seconds of its pipeline stages: `decode` (+ checks, mix, clipping), `resample`, `output`
+    (spill write + peak + `on_output`)."""
 
     n_samples: int
     peak: float
     input_seconds: float
     clipping: Clipping
     warnings: list[str] = field(default_factory=list)
-    decode_cpu: float = 0.0
-    resample_cpu: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 def mix_to_mono(data: np.ndarray) -> np.ndarray:
@@ -147,16 +147,17 @@ def _decoded_blocks(
 
 
 Block = tuple[np.ndarray, int, float]
+T = TypeVar("T")
 
 
-def _prefetched(blocks: Iterator[Block], depth: int = 4) -> Iterator[Block]:
-    """Run `blocks` in a helper thread, `depth` blocks ahead; its exceptions are re-raised here."""
-    q: queue.Queue[Block | BaseException | None] = queue.Queue(maxsize=depth)
+def _prefetched(items: Iterator[T], depth: int = 4) -> Iterator[T]:
+    """Run `items` in a helper thread, `depth` items ahead; its exceptions are re-raised here."""
+    q: queue.Queue[T | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for item in blocks:
+            for item in items:
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.1)
@@ -168,8 +169,12 @@ def _prefetched(blocks: Iterator[Block], depth: int = 4) -> Iterator[Block]:
             q.put(None)
         except BaseException as exc:  # noqa: BLE001  (handed to the consumer, which raises it)
             q.put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator upstream stops its own helper thread too
 
-    worker = threading.Thread(target=produce, name="audio-decode", daemon=True)
+    worker = threading.Thread(target=produce, name="audio-pipeline", daemon=True)
     worker.start()
     try:
         while True:
@@ -182,6 +187,38 @@ def _prefetched(blocks: Iterator[Block], depth: int = 4) -> Iterator[Block]:
     finally:
         stop.set()
         worker.join()
+
+
+@dataclass
+class _Counts:
+    """Filled in by `_resampled` as it goes (read once the stream is exhausted)."""
+
+    n_in: int = 0
+    bad: int = 0
+    decode_cpu: float = 0.0
+    resample_cpu: float = 0.0
+
+
+def _resampled(
+    blocks: Iterator[Block], resampler: soxr.ResampleStream | None, counts: _Counts
+) -> Iterator[np.ndarray]:
+    """The output pieces of the resampler (or the blocks themselves) until the end of the file; after
+    a block with NaN/Inf nothing more is produced, the rest only counted."""
+    for mono, n_bad, cpu in blocks:
+        counts.decode_cpu += cpu
+        counts.n_in += mono.shape[0]
+        counts.bad += n_bad
+        if counts.bad:
+            continue  # the file is rejected; count the rest for the message
+        start = time.thread_time()
+        out = mono if resampler is None else resampler.resample_chunk(mono, last=False)
+        counts.resample_cpu += time.thread_time() - start
+        yield out
+    if resampler is not None and counts.n_in and not counts.bad:
+        start = time.thread_time()
+        out = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        counts.resample_cpu += time.thread_time() - start
+        yield out
 
 
 class SpillWriter:
@@ -239,40 +276,31 @@ def decode_to_spill(
             if sr_in == sr_out
             else soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
         )
-        n_in = bad = 0
-        decode_cpu = resample_cpu = 0.0
+        counts = _Counts()
         spill.parent.mkdir(parents=True, exist_ok=True)
         clipping = ClippingCounter()
         blocks = _decoded_blocks(fh, block_frames, clipping)
         if helper_thread:
             blocks = _prefetched(blocks)
+        outputs = _resampled(blocks, resampler, counts)
+        if helper_thread:
+            outputs = _prefetched(outputs)
+        output_cpu = 0.0
         with open(spill, "wb") as out:
             writer = SpillWriter(out)
-
-            def emit(samples: np.ndarray) -> None:
+            for samples in outputs:
+                start = time.thread_time()
                 writer.write(samples)
                 if on_output is not None and samples.size:
                     on_output(samples, writer)
-
-            for mono, n_bad, cpu in blocks:
-                decode_cpu += cpu
-                n_in += mono.shape[0]
-                bad += n_bad
-                if bad:
-                    continue  # the file is rejected; count the rest for the message
-                start = time.thread_time()
-                emit(mono if resampler is None else resampler.resample_chunk(mono, last=False))
-                resample_cpu += time.thread_time() - start
-            if resampler is not None and n_in and not bad:
-                emit(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    if n_in == 0:
+                output_cpu += time.thread_time() - start
+    if counts.n_in == 0:
         raise AudioLoadError("no audio samples")
-    if bad:
-        raise AudioLoadError(f"{bad} NaN/Inf samples")
+    if counts.bad:
+        raise AudioLoadError(f"{counts.bad} NaN/Inf samples")
     warnings = format_warnings(subtype, channels)
-    return StreamResult(
-        writer.n_samples, writer.peak, n_in / sr_in, clipping.result(), warnings, decode_cpu, resample_cpu
-    )
+    cpu = {"decode": counts.decode_cpu, "resample": counts.resample_cpu, "output": output_cpu}
+    return StreamResult(writer.n_samples, writer.peak, counts.n_in / sr_in, clipping.result(), warnings, cpu)
 
 
 class SpillFile:

@@ -66,7 +66,7 @@ from gptsovits_train.data.split import (
     split_warning,
 )
 from gptsovits_train.data.stages import Stage, StageResult, stage_name
-from gptsovits_train.data.streamed_source import SourceCuts, write_clip_group
+from gptsovits_train.data.streamed_source import ClipGroup, SourceCuts, write_clip_group
 from gptsovits_train.data.workers import StopRequested, interruptible, kill_pool, worker_init
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import (
@@ -145,7 +145,7 @@ class _LongSource:
     """Progress of one streamed source: its analysis result and the groups its clips came in."""
 
     cuts: SourceCuts | None = None
-    received: int = 0  # groups received from the analysis (each became a write task)
+    received: int = 0  # groups received (each became a write task)
     written: dict[int, tuple[SourceOutcome, list[float]]] = field(default_factory=dict)
 
     def done(self) -> bool:
@@ -275,17 +275,16 @@ def run_audio_stage(
         bar.update(1)
         start_long_sources()
 
+    def dispatch(i: int, group: ClipGroup) -> None:
+        """A write task for a clip group of source `i`."""
+        long_sources[i].received += 1
+        spill = layout.source_spill(jobs[i].source.key)
+        tasks[executor.submit(write_clip_group, jobs[i], spill, group)] = ("clips", i, group.index)
+
     def take_groups() -> None:
-        """Turn every clip group sent so far into a write task."""
+        """Turn every clip group the analysis tasks have sent so far into a write task."""
         while not groups.empty():
-            i, group = groups.get()
-            state = long_sources[i]
-            state.received += 1
-            if state.cuts is not None and state.cuts.discard:  # skipped whole: nothing to write
-                state.written[group.index] = (SourceOutcome(), [])
-                continue
-            spill = layout.source_spill(jobs[i].source.key)
-            tasks[executor.submit(write_clip_group, jobs[i], spill, group)] = ("clips", i, group.index)
+            dispatch(*groups.get())
 
     def collect(fut: Future[Any], kind: str, i: int, g: int) -> None:
         job = jobs[i]
@@ -303,8 +302,8 @@ def run_audio_stage(
             return
         state = long_sources[i]
         if kind == "analyse":
+            take_groups()  # every group of this task is in the queue now
             state.cuts = result
-            take_groups()  # every group of this source is in the queue now
         else:
             state.written[g] = result
         if state.done():

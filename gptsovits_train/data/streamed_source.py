@@ -35,7 +35,7 @@ import numpy as np
 
 from gptsovits_train.audio.io import AudioLoadError
 from gptsovits_train.audio.slicer import ChunkStream, FrameRmsStream, SlicerParams, split_long
-from gptsovits_train.audio.stream import BLOCK_FRAMES, SpillFile, SpillWriter, decode_to_spill
+from gptsovits_train.audio.stream import BLOCK_FRAMES, SpillFile, SpillWriter, StreamResult, decode_to_spill
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.source_clips import (
     SourceJob,
@@ -83,8 +83,9 @@ class SourceCuts:
         n_groups: groups sent to the sink in all (the caller waits for that many).
         discard: the source is skipped whole after groups were sent: delete what they wrote.
         source_peak: peak |x| of the 32 kHz signal.
-        cpu: CPU seconds per part for benchmarks: `decode` (+ checks, mix; the helper thread),
-            `resample` (+ spill write and everything below it), `cuts` (frame RMS + slicer + groups).
+        cpu: CPU seconds per part for benchmarks: `decode` (+ checks, mix, clipping), `resample`,
+            `write` (spill write + peak), `cuts` (frame RMS + slicer + groups); with a helper thread
+            the first three run on three threads.
     """
 
     outcome: SourceOutcome
@@ -119,6 +120,67 @@ class _Groups:
         self.current, self.samples = [], 0
 
 
+class StreamCutter:
+    """Frame RMS, silence slicer and clip groups of a streamed source, fed its 32 kHz samples in order.
+
+    Fed by `analyse_streamed` from the samples it writes to the spill; split from it so that the
+    cutting logic reads on its own.
+    """
+
+    def __init__(self, job: SourceJob, spill: Path, sink: GroupSink) -> None:
+        self.job, self.spill = job, spill
+        sr = job.audio.sampling_rate
+        self.params = params = SlicerParams.from_config(job.prepare.slicer, sr)
+        self.max_samples = round(job.prepare.slicer.max_clip_seconds * sr)
+        self.frames = FrameRmsStream(params.win, params.hop)
+        self.chunks = ChunkStream(params)
+        self.groups = _Groups(round(CLIP_GROUP_SECONDS * sr), sink, params.hop)
+        self.cpu = 0.0
+
+    def feed(self, samples: np.ndarray, n_flushed: int, peak: float) -> None:
+        """The next (n,) samples; `n_flushed`: samples readable from the spill now (these included);
+        `peak`: peak |x| so far."""
+        start = time.thread_time()
+        found = self.chunks.feed(self.frames.feed(samples))
+        # a peak above the limit skips the whole source: send nothing more
+        if found and self.job.mode == "slice" and peak <= self.job.prepare.max_source_peak:
+            read = SpillFile(self.spill, n_flushed)
+            for a, b in found:
+                self.groups.add(
+                    split_long(read, a, b, self.max_samples, self.params), self.chunks.tagger.rms, n_flushed
+                )
+        self.cpu += time.thread_time() - start
+
+    def finish(self, decoded: StreamResult | None, error: str | None) -> SourceCuts:
+        """Decide the rest once the whole file is decoded (`decoded`), or failed with `error`."""
+        name, out = str(self.job.source.path), SourceOutcome()
+        if decoded is None:
+            out.skipped.append(Skipped(name, error or "cannot decode audio"))
+            return SourceCuts(out, self.groups.sent, discard=self.groups.sent > 0)
+        start = time.thread_time()
+        out.audio_seconds = decoded.input_seconds
+        out.warnings.extend(WarningItem(name, w) for w in decoded.warnings)
+        last = self.chunks.feed(self.frames.finish()) + self.chunks.finish(decoded.n_samples)
+        rms, params, n = self.chunks.tagger.rms, self.params, decoded.n_samples
+        skipped = not check_clipping(self.job, decoded.clipping, out)
+        reason = None if skipped else source_skip_reason(self.job, rms, decoded.peak, params)
+        if reason is not None:
+            out.skipped.append(Skipped(name, reason))
+            skipped = True
+        if not skipped:
+            read = SpillFile(self.spill, n)
+            if self.job.mode == "trim":
+                found = trim_bounds(self.job, rms, n, params, out)
+            else:
+                found = [piece for a, b in last for piece in split_long(read, a, b, self.max_samples, params)]
+            self.groups.add(found, rms, n)
+            self.groups.send(rms, n)
+        self.cpu += time.thread_time() - start
+        return SourceCuts(
+            out, self.groups.sent, discard=skipped and self.groups.sent > 0, source_peak=decoded.peak
+        )
+
+
 def analyse_streamed(
     job: SourceJob,
     spill: Path,
@@ -131,71 +193,33 @@ def analyse_streamed(
 
     The clips sent over the whole call are those `process_source` finds for the same file, for any
     `decode_block` (input frames per block). A per-file problem becomes a skip in the outcome; nothing
-    is raised for bad audio.
+    is raised for bad audio. `helper_thread`: decode, resample and the rest run as three threads.
     """
-    sr, pcfg = job.audio.sampling_rate, job.prepare
-    name = str(job.source.path)
-    params = SlicerParams.from_config(pcfg.slicer, sr)
-    max_samples = round(pcfg.slicer.max_clip_seconds * sr)
-    frames = FrameRmsStream(params.win, params.hop)
-    chunks = ChunkStream(params)
-    groups = _Groups(round(CLIP_GROUP_SECONDS * sr), sink, params.hop)
-    cuts_cpu = 0.0
-
-    def add_chunks(found: list[tuple[int, int]], writer: SpillWriter) -> None:
-        n = writer.flush()  # split_long and the group's writer read the spill
-        read = SpillFile(spill, n)
-        for start, end in found:
-            groups.add(split_long(read, start, end, max_samples, params), chunks.tagger.rms, n)
+    cutter = StreamCutter(job, spill, sink)
 
     def on_output(samples: np.ndarray, writer: SpillWriter) -> None:
-        nonlocal cuts_cpu
-        start = time.thread_time()
-        found = chunks.feed(frames.feed(samples))
-        # a peak above the limit skips the whole source: send nothing more
-        if found and job.mode == "slice" and writer.peak <= pcfg.max_source_peak:
-            add_chunks(found, writer)
-        cuts_cpu += time.thread_time() - start
+        cutter.feed(samples, writer.flush(), writer.peak)  # the slicer and the groups read the spill
 
-    out = SourceOutcome()
     try:
         decoded = decode_to_spill(
             job.source.path,
-            sr,
+            job.audio.sampling_rate,
             spill,
             block_frames=decode_block,
             helper_thread=helper_thread,
             on_output=on_output,
         )
     except AudioLoadError as exc:  # the spill stays: groups already sent may still be read from it
-        out.skipped.append(Skipped(name, str(exc)))
-        return SourceCuts(out, groups.sent, discard=groups.sent > 0)
-    start = time.thread_time()
-    out.audio_seconds = decoded.input_seconds
-    out.warnings.extend(WarningItem(name, w) for w in decoded.warnings)
-    last = chunks.feed(frames.finish()) + chunks.finish(decoded.n_samples)
-    rms = chunks.tagger.rms
-    skipped = not check_clipping(job, decoded.clipping, out)
-    reason = None if skipped else source_skip_reason(job, rms, decoded.peak, params)
-    if reason is not None:
-        out.skipped.append(Skipped(name, reason))
-        skipped = True
-    if not skipped:
-        read = SpillFile(spill, decoded.n_samples)
-        if job.mode == "trim":
-            found = trim_bounds(job, rms, decoded.n_samples, params, out)
-        else:
-            found = [piece for a, b in last for piece in split_long(read, a, b, max_samples, params)]
-        groups.add(found, rms, decoded.n_samples)
-        groups.send(rms, decoded.n_samples)
-    cpu = {
-        "decode": decoded.decode_cpu,
-        "resample": decoded.resample_cpu - cuts_cpu,
-        "cuts": cuts_cpu + time.thread_time() - start,
+        return cutter.finish(None, str(exc))
+    cuts = cutter.finish(decoded, None)
+    cpu = dict(decoded.cpu)
+    cuts.cpu = {
+        "decode": cpu["decode"],
+        "resample": cpu["resample"],
+        "write": cpu["output"] - cutter.cpu,
+        "cuts": cutter.cpu,
     }
-    return SourceCuts(
-        out, groups.sent, discard=skipped and groups.sent > 0, source_peak=decoded.peak, cpu=cpu
-    )
+    return cuts
 
 
 def write_clip_group(job: SourceJob, spill: Path, group: ClipGroup) -> tuple[SourceOutcome, list[float]]:
