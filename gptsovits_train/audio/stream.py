@@ -23,8 +23,10 @@ samples, NaN/Inf samples, and the 8-bit / surround-downmix warnings.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +43,8 @@ from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_aud
 
 LOG = logging.getLogger(__name__)
 
+#: GIL switch interval while the three-thread pipeline runs (Python's default is 5 ms).
+GIL_SWITCH_SECONDS = 0.001
 #: Input frames decoded per block (≈ 1.5 s at 44.1 kHz; ≈ 0.5 MB per channel in float32).
 BLOCK_FRAMES = 1 << 16
 
@@ -286,7 +290,14 @@ def decode_to_spill(
         if helper_thread:
             outputs = _prefetched(outputs)
         output_cpu = 0.0
-        with open(spill, "wb") as out:
+        switch = sys.getswitchinterval()
+        if helper_thread:
+            # soxr holds the GIL while it resamples a block: hand the GIL over more often than every
+            # 5 ms so that the other stages' short Python steps do not queue behind it (measured:
+            # decode_to_spill of a 60-minute file 1.34-1.50 s -> 1.21-1.25 s wall on two cores)
+            sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        with contextlib.ExitStack() as restore, open(spill, "wb") as out:
+            restore.callback(sys.setswitchinterval, switch)
             writer = SpillWriter(out)
             for samples in outputs:
                 start = time.thread_time()
