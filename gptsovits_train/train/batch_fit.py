@@ -96,7 +96,7 @@ class BatchFit:
         self.source = "config" if requested != "auto" else "unresolved"
         self.halvings: list[dict[str, Any]] = []
         self.position: tuple[int, int] = (0, 0)  # (epoch, step) of the step being trained; set by the engine
-        self._new: list[dict[str, Any]] = []
+        self.on_halve: Callable[..., Any] | None = None  # the engine's metrics.jsonl event
 
     # ------------------------------------------------------------------------------------- the choice
     @property
@@ -150,7 +150,8 @@ class BatchFit:
         record = {"epoch": epoch, "step": step, "old": current, "new": new, "where": where}
         self.micro = new
         self.halvings.append(record)
-        self._new.append(record)
+        if self.on_halve is not None:
+            self.on_halve(**record)
         LOG.warning(
             "out of memory in the %s of step %d (%d items per pass): redoing it with %d items per pass, "
             "for the rest of the run (the optimizer still steps once per batch of %d)",
@@ -161,11 +162,6 @@ class BatchFit:
             self.size or n,
         )
         return new
-
-    def take_new(self) -> list[dict[str, Any]]:
-        """The halvings since the last call (the engine logs them in metrics.jsonl)."""
-        out, self._new = self._new, []
-        return out
 
     # -------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,7 @@ def _train(
         if ctx.is_main
         else None,
     )
+    fit.on_halve = partial(log.event, "batch_halved")  # metrics.jsonl, also when the run then fails
     first_epoch = run.epoch
     if resume:
         log.rewind(run.step, run.epoch - 1)
@@ -257,8 +259,6 @@ def _train(
                 out = stage.train_step(batch)
                 run.step += 1
                 run.batches_done += 1
-                for halving in fit.take_new():
-                    log.event("batch_halved", **halving)
                 nan_verdict = guard.record(out.ok)
                 if nan_verdict == "ok":
                     run.add_step(out.values)
