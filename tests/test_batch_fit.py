@@ -1,5 +1,5 @@
-"""`batch_fit`: the `batch_size: auto` search, pieces that equal their own collate, halving, its state, and the
-GPT accumulation window rebuilt after an out-of-memory error (injected on CPU)."""
+"""`batch_fit`: the `batch_size: auto` search, pieces that equal their own collate, halving, its state, and
+the GPT accumulation window rebuilt after an out-of-memory error (injected on CPU)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_probe_finds_the_largest_fitting_size_up_to_the_cap(cap: int) -> None:
     for limit in range(0, 40):
         tried: list[int] = []
 
-        def fits(n: int, limit: int = limit) -> bool:
+        def fits(n: int, limit: int = limit, tried: list[int] = tried) -> bool:
             tried.append(n)
             return n <= limit
 

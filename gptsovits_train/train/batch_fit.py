@@ -366,7 +366,9 @@ def forget_unscale(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimize
     """After an out-of-memory error: drop the scaler's record that `optimizer` (None: every optimizer)
     was unscaled or stepped in this step, so that its redo may unscale again. An optimizer whose update
     was applied keeps its record (its overflow flag must reach `scaler.update()`)."""
-    states: Any = scaler._per_optimizer_states
+    states: Any = getattr(scaler, "_per_optimizer_states", None)  # a disabled scaler keeps no records
+    if states is None:
+        return
     if optimizer is None:
         states.clear()
     else:
