@@ -4,6 +4,7 @@ the GPT accumulation window rebuilt after an out-of-memory error (injected on CP
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -228,3 +229,95 @@ def test_gpt_one_item_out_of_memory_is_a_clear_error() -> None:
     with pytest.raises(OutOfMemory, match="even with one item per pass"):
         stepper.train_batch(batches[0], 0, 2)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_gpt_window_that_began_before_a_resume_keeps_its_restored_gradients() -> None:
+    """Batches 0-1 of a window, a checkpoint (pending gradients), a new stepper resumed from it, then an
+    out-of-memory error in batch 2: the rebuilt gradients are the restored ones plus batches 2-3 in
+    halves — equal to a resumed stepper that halved before batch 2."""
+    batches = _gpt_batches(4, 4, seed=9)
+
+    def resumed(hook: _InjectOOM | None, micro: int) -> tuple[Text2SemanticDecoder, GptStepper]:
+        torch.manual_seed(0)
+        first = Text2SemanticDecoder(TINY)
+        a = GptStepper(
+            first,
+            rule=AccumulationRule("per_epoch", 4),
+            text_mask="per_item",
+            device=CPU,
+            precision="fp32",
+            fit=BatchFit(4, cap=4, margin=0.0),
+        )
+        torch.manual_seed(1)
+        for i in range(2):
+            a.train_batch(batches[i], i, 4)
+        state = {k: v.clone() for k, v in first.state_dict().items()}, a.state_dict()
+        torch.manual_seed(2)
+        model = Text2SemanticDecoder(TINY)
+        model.load_state_dict(state[0])
+        fit = BatchFit(4, cap=4, margin=0.0)
+        b = GptStepper(
+            model,
+            rule=AccumulationRule("per_epoch", 4),
+            text_mask="per_item",
+            device=CPU,
+            precision="fp32",
+            fit=fit,
+        )
+        b.load_state_dict(state[1])
+        fit.micro = micro
+        if hook is not None:
+            model.h.layers[0].register_forward_pre_hook(lambda *x: hook())  # type: ignore[index]
+        torch.manual_seed(3)
+        for i in (2, 3):
+            b.train_batch(batches[i], i, 4)
+        return model, b
+
+    hook = _InjectOOM(at=0)
+    model, stepper = resumed(hook, 4)
+    reference, _ = resumed(None, 2)
+    assert hook.fired == 1 and stepper.fit.micro == 2
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_gpt_non_finite_piece_after_finite_ones_leaves_the_batch_out() -> None:
+    """In halves, the second piece of batch 1 has a NaN loss after the first piece was back-propagated:
+    the window is rebuilt without batch 1 — the result equals a window that never had batch 1's
+    gradients (batch 1 still counts as a non-finite batch)."""
+    batches = _gpt_batches(4, 4, seed=11)
+
+    def run(nan_at: int | None, skip: bool) -> tuple[Text2SemanticDecoder, list[bool]]:
+        torch.manual_seed(0)
+        model = Text2SemanticDecoder(TINY)
+        fit = BatchFit(4, cap=4, margin=0.0)
+        fit.micro = 2
+        stepper = GptStepper(
+            model,
+            rule=AccumulationRule("per_epoch", 4),
+            text_mask="per_item",
+            device=CPU,
+            precision="fp32",
+            fit=fit,
+        )
+        calls = [0]
+
+        def poison(module: torch.nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            calls[0] += 1
+            return out * float("nan") if calls[0] - 1 == nan_at else out
+
+        model.h.layers[0].register_forward_hook(poison)  # type: ignore[index]
+        torch.manual_seed(1)
+        finite = []
+        for i, b in enumerate(batches):
+            if skip and i == 1:
+                stepper.window.skip.add(1)
+            finite.append(stepper.train_batch(b, i, 4).finite)
+        return model, finite
+
+    model, finite = run(nan_at=3, skip=False)  # calls 0-1: batch 0; call 3: batch 1's second piece
+    assert finite == [True, False, True, True]
+    reference, ref_finite = run(nan_at=None, skip=True)
+    assert ref_finite == finite
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.isfinite(p).all() and torch.equal(p, q)
