@@ -24,6 +24,7 @@ from gptsovits_train.layout import RunLayout
 from gptsovits_train.train.batch_fit import BatchFit, choose_batch_size
 from gptsovits_train.train.dataset import SoVITSDataset, collate, load_splits
 from gptsovits_train.train.distributed import DistContext
+from gptsovits_train.train.gpt_accumulation import AccumulationRule
 from gptsovits_train.train.loop import StepInfo, run_stage
 from gptsovits_train.train.metrics import read_metrics
 from gptsovits_train.train.run_checkpoints import load_run_checkpoint
@@ -391,3 +392,52 @@ def test_the_discriminator_overflow_survives_a_generator_phase_redo(
     assert not result.d_ok and result.g_ok and fit.micro == 2
     assert scaler.get_scale() == 512.0
     _assert_equal(d_before, step.D.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------- GPT
+@pytest.fixture(scope="module")
+def gpt_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.gpt_helpers import add_gpt_features
+
+    layout = make_dataset(tmp_path_factory.mktemp("gptds"), n_train=6, n_val=2, max_seconds=1.5)
+    add_gpt_features(layout)
+    return layout.root
+
+
+def _gpt_cfg(ds: Path, *extra: str) -> Config:
+    from tests.gpt_helpers import TINY_GPT
+
+    sets = [f"train.dataset={ds}", "train.tensorboard=false", *TINY_GPT, "gpt.epochs=1", *extra]
+    return load_config(CONFIGS / "tiny.yaml", sets)
+
+
+def test_gpt_stage_halves_records_and_auto_on_cpu(gpt_dataset: Path, tmp_path: Path) -> None:
+    """GPT through the engine: `batch_size: auto` on CPU takes min(8, cap, official cap); an injected
+    out-of-memory error in the third batch halves it, the run finishes, metrics.jsonl and the summary
+    record it, the checkpoint keeps it, and the optimizer stepped as the accumulation rule says."""
+    from gptsovits_train.train.gpt_stage import GptStage, engine_config
+
+    cfg = _gpt_cfg(gpt_dataset, "gpt.batch_size=auto", "gpt.batch_size_cap=5", "gpt.min_items_per_epoch=24")
+    hook = Inject(at={2})
+
+    class Hooked(GptStage):
+        def build(self, ctx: DistContext, precision: Any) -> Any:
+            data = super().build(ctx, precision)
+            self.model.h.layers[0].register_forward_pre_hook(hook)
+            return data
+
+    stage = Hooked(cfg, tmp_path / "gpt")
+    result = run_stage(stage, engine_config(cfg), tmp_path / "gpt", progress=False)
+    # 6 clips x 4 visits = 24 items: official cap 24 // 4 = 6; auto on CPU: min(8, cap 5, 6) = 5
+    assert stage.batch_fit.size == 5 and stage.batch_fit.source.startswith("auto (cpu")
+    assert hook.calls[:4] == [5, 5, 5, 3]  # batches 0, 1, then batch 2 fails and the window is replayed
+    batches = result.summary["dataset"]["batches_per_epoch"]
+    assert batches == 5 and result.steps == batches
+    record = {"epoch": 1, "step": 3, "old": 5, "new": 3, "where": "GPT forward/backward"}
+    events = [e for e in read_metrics(RunLayout(tmp_path / "gpt").metrics) if e["event"] == "batch_halved"]
+    assert [{k: e[k] for k in record} for e in events] == [record]
+    assert result.summary["batch_size"]["halvings"] == [record]
+    ck = load_run_checkpoint(RunLayout(tmp_path / "gpt").last)
+    assert ck["batch_fit"]["micro"] == 3 and ck["batch_fit"]["size"] == 5
+    steps = {int(s["step"]) for s in ck["stepper"]["optimizer"]["state"].values()}
+    assert steps == {AccumulationRule("per_epoch", 2).steps_per_epoch(batches)}
