@@ -441,3 +441,19 @@ def test_gpt_stage_halves_records_and_auto_on_cpu(gpt_dataset: Path, tmp_path: P
     assert ck["batch_fit"]["micro"] == 3 and ck["batch_fit"]["size"] == 5
     steps = {int(s["step"]) for s in ck["stepper"]["optimizer"]["state"].values()}
     assert steps == {AccumulationRule("per_epoch", 2).steps_per_epoch(batches)}
+
+
+def test_auto_measures_before_the_initial_weights(dataset: Path) -> None:
+    """`batch_size: auto` measures inside `build`, before the initial weights (and the random codebook)
+    are in place: the measurement works, and the generator's codebook is still uninitialised after."""
+    cfg = _cfg(dataset)
+    stage = SovitsStage(cfg)
+    stage.build(CTX, "fp32")
+    quantizer: Any = stage.G.quantizer
+    assert not quantizer.is_initialized()
+    before = {k: v.clone() for k, v in stage.G.state_dict().items()}
+    ran: list[int] = []
+    measure = stage.memory_probe(_train_set(cfg, dataset), lambda run: ran.append(1) or run() or 7)
+    assert measure(2) == 7 and ran == [1]
+    assert not quantizer.is_initialized()
+    _assert_equal(before, stage.G.state_dict())

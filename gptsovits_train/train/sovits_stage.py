@@ -21,8 +21,9 @@ What the engine (`loop.run_stage`) gets from this stage (see `stage.Stage`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -146,6 +147,23 @@ def plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
         value = tensor.detach().cpu()
         out[key] = value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
     return out
+
+
+@contextlib.contextmanager
+def usable_codebook(G: nn.Module) -> Iterator[None]:
+    """A random codebook while the block runs when the generator has none yet (`batch_size: auto` measures
+    before the initial weights are loaded; the values do not change the memory), then the codebook as it
+    was."""
+    quantizer: Any = G.quantizer  # type: ignore[union-attr]
+    if quantizer.is_initialized():
+        yield
+        return
+    saved = {k: v.clone() for k, v in quantizer.state_dict().items()}
+    quantizer.initialize_random_(torch.Generator().manual_seed(0))
+    try:
+        yield
+    finally:
+        quantizer.load_state_dict(saved)
 
 
 class SovitsStage:
@@ -333,7 +351,7 @@ class SovitsStage:
 
         def measure(n: int) -> int:
             batch = collate([samples[i % len(samples)] for i in range(n)]).to(self.device)
-            with preserved_state([self.G, self.D]):
+            with preserved_state([self.G, self.D]), usable_codebook(self.G):
                 self.G.train()
                 self.D.train()
                 return peak_bytes(lambda: dry.dry_run(batch))
