@@ -321,3 +321,17 @@ def test_gpt_non_finite_piece_after_finite_ones_leaves_the_batch_out() -> None:
     assert ref_finite == finite
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.isfinite(p).all() and torch.equal(p, q)
+
+
+def test_official_exports_record_the_size_the_run_used() -> None:
+    """An `auto` run's official export config carries the integer the run used, never the word."""
+    from gptsovits_train.checkpoints.official import train_section_from_ours
+    from gptsovits_train.config import load_config
+    from gptsovits_train.train.gpt_stage import official_gpt_config
+
+    auto = load_config(None, ["train.batch_size=auto", "gpt.batch_size=auto"])
+    assert train_section_from_ours(auto, batch_size=6)["batch_size"] == 6
+    assert "batch_size" not in train_section_from_ours(auto)
+    assert official_gpt_config(auto, 5)["train"]["batch_size"] == 5
+    fixed = load_config(None, ["train.batch_size=4"])
+    assert train_section_from_ours(fixed)["batch_size"] == 4
