@@ -155,13 +155,9 @@ class _InjectOOM:
             raise torch.OutOfMemoryError(f"injected out-of-memory error at call {self.at}")
 
 
-def _gpt_run(
-    batches: list[GptBatch], *, micro_from: int | None, hook: _InjectOOM | None, backward: bool
-) -> tuple[Text2SemanticDecoder, GptStepper, BatchFit]:
-    torch.manual_seed(0)
-    model = Text2SemanticDecoder(TINY)
-    fit = BatchFit(4, cap=4, margin=0.0)
-    stepper = GptStepper(
+def _stepper(model: Text2SemanticDecoder, fit: BatchFit) -> GptStepper:
+    """A CPU fp32 stepper with the corrected rule (a step every 4 batches)."""
+    return GptStepper(
         model,
         rule=AccumulationRule("per_epoch", 4),
         text_mask="per_item",
@@ -169,6 +165,15 @@ def _gpt_run(
         precision="fp32",
         fit=fit,
     )
+
+
+def _gpt_run(
+    batches: list[GptBatch], *, micro_from: int | None, hook: _InjectOOM | None, backward: bool
+) -> tuple[Text2SemanticDecoder, GptStepper, BatchFit]:
+    torch.manual_seed(0)
+    model = Text2SemanticDecoder(TINY)
+    fit = BatchFit(4, cap=4, margin=0.0)
+    stepper = _stepper(model, fit)
     if hook is not None:
         layer = model.h.layers[0]  # type: ignore[index]
         if backward:  # raises after the output layers' gradients were accumulated: contaminated grads
@@ -215,14 +220,7 @@ def test_gpt_one_item_out_of_memory_is_a_clear_error() -> None:
     batches = _gpt_batches(2, 2, seed=1)
     torch.manual_seed(0)
     model = Text2SemanticDecoder(TINY)
-    stepper = GptStepper(
-        model,
-        rule=AccumulationRule("per_epoch", 4),
-        text_mask="per_item",
-        device=CPU,
-        precision="fp32",
-        fit=BatchFit(2, cap=2, margin=0.0),
-    )
+    stepper = _stepper(model, BatchFit(2, cap=2, margin=0.0))
     model.h.layers[0].register_forward_pre_hook(  # type: ignore[index]
         lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("injected"))
     )
@@ -240,14 +238,7 @@ def test_gpt_window_that_began_before_a_resume_keeps_its_restored_gradients() ->
     def resumed(hook: _InjectOOM | None, micro: int) -> tuple[Text2SemanticDecoder, GptStepper]:
         torch.manual_seed(0)
         first = Text2SemanticDecoder(TINY)
-        a = GptStepper(
-            first,
-            rule=AccumulationRule("per_epoch", 4),
-            text_mask="per_item",
-            device=CPU,
-            precision="fp32",
-            fit=BatchFit(4, cap=4, margin=0.0),
-        )
+        a = _stepper(first, BatchFit(4, cap=4, margin=0.0))
         torch.manual_seed(1)
         for i in range(2):
             a.train_batch(batches[i], i, 4)
@@ -256,14 +247,7 @@ def test_gpt_window_that_began_before_a_resume_keeps_its_restored_gradients() ->
         model = Text2SemanticDecoder(TINY)
         model.load_state_dict(state[0])
         fit = BatchFit(4, cap=4, margin=0.0)
-        b = GptStepper(
-            model,
-            rule=AccumulationRule("per_epoch", 4),
-            text_mask="per_item",
-            device=CPU,
-            precision="fp32",
-            fit=fit,
-        )
+        b = _stepper(model, fit)
         b.load_state_dict(state[1])
         fit.micro = micro
         if hook is not None:
@@ -292,14 +276,7 @@ def test_gpt_non_finite_piece_after_finite_ones_leaves_the_batch_out() -> None:
         model = Text2SemanticDecoder(TINY)
         fit = BatchFit(4, cap=4, margin=0.0)
         fit.micro = 2
-        stepper = GptStepper(
-            model,
-            rule=AccumulationRule("per_epoch", 4),
-            text_mask="per_item",
-            device=CPU,
-            precision="fp32",
-            fit=fit,
-        )
+        stepper = _stepper(model, fit)
         calls = [0]
 
         def poison(module: torch.nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:

@@ -154,7 +154,7 @@ def usable_codebook(G: nn.Module) -> Iterator[None]:
     """A random codebook while the block runs when the generator has none yet (`batch_size: auto` measures
     before the initial weights are loaded; the values do not change the memory), then the codebook as it
     was."""
-    quantizer: Any = G.quantizer  # type: ignore[union-attr]
+    quantizer: Any = G.quantizer
     if quantizer.is_initialized():
         yield
         return

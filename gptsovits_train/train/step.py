@@ -344,39 +344,10 @@ class SovitsStep:
         self.g_phase(batch, pieces, d, update=False)
 
 
-def train_step(
-    G: torch.nn.Module,
-    D: torch.nn.Module,
-    batch: Batch,
-    *,
-    optim_g: torch.optim.Optimizer,
-    optim_d: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    g_params: Sequence[torch.nn.Parameter],
-    d_params: Sequence[torch.nn.Parameter],
-    segment_frames: int,
-    audio: AudioConfig,
-    train: TrainConfig,
-    device: torch.device,
-    precision: Precision,
-    ctx: DistContext,
-) -> StepResult:
-    """Run one D+G step on `batch` (already on `device`) in one piece. `G`/`D` may be DDP wrappers."""
-    step = SovitsStep(
-        G,
-        D,
-        optim_g=optim_g,
-        optim_d=optim_d,
-        scaler=scaler,
-        g_params=g_params,
-        d_params=d_params,
-        segment_frames=segment_frames,
-        audio=audio,
-        train=train,
-        device=device,
-        precision=precision,
-        ctx=ctx,
-    )
+def train_step(G: torch.nn.Module, D: torch.nn.Module, batch: Batch, **parts: Any) -> StepResult:
+    """Run one D+G step on `batch` (already on `device`) in one piece. `G`/`D` may be DDP wrappers;
+    `parts`: the keyword arguments of `SovitsStep` (optimizers, scaler, params, config, device, ...)."""
+    step = SovitsStep(G, D, **parts)
     pieces = [slice(0, batch.size)]
     return step.g_phase(batch, pieces, step.d_phase(batch, pieces))
 
