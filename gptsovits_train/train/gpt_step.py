@@ -140,6 +140,8 @@ class GptStepper:
             assert w.rng is not None
             set_torch_rng(w.rng)  # replay the window from its start
             todo = list(range(len(w.batches)))
+        if not finite:
+            LOG.warning("GPT batch %d: non-finite loss %s, not back-propagated", batch_idx, loss)
         stepped = False
         lr_used = self.lr.current()
         if self.rule.steps_after(batch_idx, n_batches):
@@ -162,7 +164,6 @@ class GptStepper:
             if k in self.window.skip or not math.isfinite(value):
                 if i > 0 and k not in self.window.skip:
                     raise _NonFinitePiece
-                LOG.warning("GPT batch: non-finite loss %s, not back-propagated", value)
                 return value, out.acc_top3, int(out.targets.numel()), False
             self.scaler.scale(out.loss).backward()
         self.pending_batches += 1

@@ -113,18 +113,14 @@ def _update(
             torch._foreach_add_(grads, torch.where(loss_ok, 0.0, math.nan).to(grads[0].dtype))
         scaler.unscale_(optimizer)
         gnorm = _grad_norm(params, clip)
-        with applying_update(_name(optimizer)):
+        with applying_update("SoVITS optimizer"):
             scaler.step(optimizer)
         return loss_ok, gnorm
     gnorm = _grad_norm(params, clip)
     ok = _all_ranks(loss_ok & torch.isfinite(gnorm), ctx)
-    with applying_update(_name(optimizer)):
+    with applying_update("SoVITS optimizer"):
         skip_if_bad(optimizer, ok)
     return ok, gnorm
-
-
-def _name(optimizer: torch.optim.Optimizer) -> str:
-    return getattr(optimizer, "gsv_name", "optimizer")
 
 
 def skip_if_bad(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
