@@ -197,10 +197,6 @@ class BatchFit:
             LOG.info("resumed with %d items per pass (halved earlier in this run)", self.micro)
         return True
 
-    def summary(self) -> dict[str, Any]:
-        """What `summary.json` records."""
-        return self.state_dict()
-
 
 # ----------------------------------------------------------------------------------------- auto probe
 def probe_batch_size(fits: Callable[[int], bool], cap: int) -> int:

@@ -525,7 +525,7 @@ def finish_run(
         "resumes": run.resumes,
         "dataset": run_info["dataset"],
         "nan_guard": book.guard.state_dict(),
-        "batch_size": stage.batch_fit.summary(),
+        "batch_size": stage.batch_fit.state_dict(),
         "lr_final": {name: current_lrs(opt)[0] for name, opt in stage.optimizers.items()},
         "checkpoints": {
             "best": str(layout.best) if best else None,
