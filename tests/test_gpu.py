@@ -142,7 +142,7 @@ def _stage_snapshot(stage) -> dict:
         },
         "optim": [copy.deepcopy(o.state_dict()) for o in stage.optimizers.values()],
         "scaler": dict(stage.scaler.state_dict()),
-        "rng": (torch.get_rng_state(), [s.clone() for s in torch.cuda.get_rng_state_all()]),
+        "rng": (torch.get_rng_state(), torch.cuda.get_rng_state()),
     }
 
 

@@ -323,16 +323,18 @@ def choose_batch_size(
 
 # -------------------------------------------------------------------------------- state preservation
 def torch_rng() -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The torch CPU and CUDA generator states (what a training pass consumes)."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    """The torch CPU generator state and, when CUDA is in use, the current CUDA device's (what a training
+    pass consumes; other devices are not touched, so no CUDA context is created on them)."""
+    cuda = [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else []
     return torch.get_rng_state(), cuda
 
 
 def set_torch_rng(state: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+    """Restore what `torch_rng` captured."""
     cpu, cuda = state
     torch.set_rng_state(cpu)
-    if cuda:
-        torch.cuda.set_rng_state_all(cuda)
+    for s in cuda:
+        torch.cuda.set_rng_state(s)
 
 
 @contextlib.contextmanager
