@@ -199,9 +199,10 @@ def test_auto_batch_size_on_cuda_is_chosen_and_recorded(tmp_path, dataset):
 
 
 def test_real_cuda_out_of_memory_halves_and_finishes(tmp_path):
-    """A real CUDA out-of-memory error: the process may use only a memory fraction between the measured
-    peaks of a step of 4 and of 8 items (longer clips, so activations dominate). Training with 8 runs out
-    of memory, halves (at least once) and finishes; the halving is in metrics.jsonl and the summary."""
+    """A real CUDA out-of-memory error: the official-size model (large activations) with 6 s clips may use
+    only a memory fraction halfway between the measured peaks of a step of 4 and of 8 items (plus the
+    AdamW state the first updates allocate). Training with 8 runs out of memory, halves (at least once)
+    and finishes; the halving is in metrics.jsonl and the summary."""
     from functools import partial
 
     from gptsovits_train.train.batch_fit import cuda_peak_bytes
@@ -210,7 +211,10 @@ def test_real_cuda_out_of_memory_halves_and_finishes(tmp_path):
     from gptsovits_train.train.sovits_stage import SovitsStage
 
     ds_root = make_dataset(tmp_path / "ds", n_train=8, n_val=1, max_seconds=6.0).root
-    cfg = _cfg(ds_root, "fp32", 1, "train.batch_size=8", "train.min_items_per_epoch=16", "train.tf32=false")
+    sets = [f"train.dataset={ds_root}", "train.device=cuda", "train.precision=fp32", "train.epochs=1"]
+    sets += ["train.batch_size=8", "train.min_items_per_epoch=16", "train.num_workers=0"]
+    sets += ["train.tensorboard=false", "train.listen_clips=0", "train.val_audio_samples=0"]
+    cfg = load_config(CONFIGS / "base.yaml", sets)
     total = torch.cuda.get_device_properties(0).total_memory
     limits: dict[str, float] = {}
 
