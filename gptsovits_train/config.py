@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -263,6 +263,10 @@ class ModelConfig(_Section):
 
 
 # --------------------------------------------------------------------------------------------- train
+#: A training batch size: items per optimizer step, or "auto" (the largest that fits; train/batch_fit.py).
+BatchSize = Annotated[int, Field(ge=1)] | Literal["auto"]
+
+
 class EarlyStoppingConfig(_Section):
     """Stop when the validation metric stops improving (see `train/early_stopping.py`)."""
 
@@ -303,7 +307,10 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     epochs: int = Field(100, ge=1)  # upper bound; early stopping usually ends the run sooner
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (smoke runs, benchmarks)
-    batch_size: int = Field(8, ge=1)  # per process (per GPU under torchrun)
+    # per process (per GPU under torchrun); "auto": the largest that fits the GPU (train/batch_fit.py)
+    batch_size: BatchSize = 8
+    batch_size_cap: int = Field(32, ge=1)  # the largest batch size "auto" may choose
+    auto_batch_margin: float = Field(0.15, ge=0, lt=1)  # fraction of GPU memory "auto" leaves free
     learning_rate: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.8, 0.99)
     eps: float = 1e-9
@@ -434,7 +441,8 @@ class GptConfig(_Section):
 
     The stage shares `train.dataset`, `train.seed`, `train.device`, the engine settings of `train`
     (val_every, log_every, keep_top_k, nan_*, tensorboard, num_workers, cpu_threads, max_steps) and the
-    dataset's train/val split with the SoVITS stage; everything below is its own.
+    dataset's train/val split with the SoVITS stage (and `train.auto_batch_margin` for `batch_size: auto`);
+    everything below is its own.
     Official s1longer-v2.yaml fields with no effect officially: ``optimizer.lr`` / ``lr_init`` /
     ``lr_end`` / ``warmup_steps`` / ``decay_steps`` (the effective LR is 0.01 for the first step, then
     0.002), ``train.gradient_clip`` (unused), ``data.max_eval_sample`` (no validation officially).
@@ -442,7 +450,8 @@ class GptConfig(_Section):
 
     pretrained_s1: str | None = None  # official GPT weights to start from (s1bert25hz-...ckpt); null = random
     epochs: int = Field(15, ge=1)  # official: UI default 15 (yaml 20); early stopping usually ends sooner
-    batch_size: int = Field(8, ge=1)  # official train.batch_size (yaml 8; the UI picks by GPU memory)
+    batch_size: BatchSize = 8  # official train.batch_size (yaml 8; the UI picks by GPU memory); or "auto"
+    batch_size_cap: int = Field(32, ge=1)  # the largest batch size "auto" may choose
     official_batch_cap: bool = True  # official: batch = max(min(batch_size, epoch items // 4), 1)
     min_items_per_epoch: int = Field(100, ge=1)  # official: < 100 clips -> max(2, int(100/n)) visits/epoch
     max_sec: float = Field(54, gt=0)  # official data.max_sec: the dataset filters (facts §4)

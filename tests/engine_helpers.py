@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gptsovits_train.config import Config, load_config
 from gptsovits_train.errors import CheckpointError
+from gptsovits_train.train.batch_fit import BatchFit
 from gptsovits_train.train.distributed import DistContext
 from gptsovits_train.train.precision import Precision
 from gptsovits_train.train.schedulers import build_scheduler
@@ -73,6 +74,7 @@ class ToyStage:
         self.scripted = scripted
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedules: list[LrSchedule] = []
+        self.batch_fit = BatchFit(BATCH, cap=BATCH, margin=0.0)
 
     def build(self, ctx: DistContext, precision: Precision) -> StageData:
         g = torch.Generator().manual_seed(0)

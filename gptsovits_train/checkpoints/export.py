@@ -181,7 +181,8 @@ def _plan(source: Path, name: str | None) -> _Plan:
 
     if ours is not None:
         model, audio = ours.model, ours.audio
-        train = train_section_from_ours(ours)
+        chosen = (wf.run.state.get("batch_fit") or {}).get("size") if wf.run is not None else None
+        train = train_section_from_ours(ours, batch_size=chosen)
     else:
         official = wf.config
         if official is None and wf.kind == "official-training":

@@ -123,22 +123,29 @@ def official_config_from_ours(
     return config
 
 
-def train_section_from_ours(cfg: Config) -> dict[str, Any]:
-    """Official ``train`` fields that have an exact counterpart in our config."""
+def train_section_from_ours(cfg: Config, batch_size: int | None = None) -> dict[str, Any]:
+    """Official ``train`` fields that have an exact counterpart in our config.
+
+    `batch_size`: the size a run actually used (its `batch_size: auto` choice); without it an "auto"
+    setting leaves the official integer field out."""
     t = cfg.train
-    return {
+    size = batch_size if batch_size is not None else t.batch_size
+    out = {
         "seed": t.seed,
         "epochs": t.epochs,
         "learning_rate": t.learning_rate,
         "betas": list(t.betas),
         "eps": t.eps,
-        "batch_size": t.batch_size,
+        "batch_size": size,
         "c_mel": t.c_mel,
         "c_kl": t.c_kl,
         "text_low_lr_rate": t.text_low_lr_rate,
         "pretrained_s2G": t.pretrained_s2G or "",
         "pretrained_s2D": t.pretrained_s2D or "",
     }
+    if size == "auto":
+        del out["batch_size"]
+    return out
 
 
 def model_audio_from_official(

@@ -100,6 +100,34 @@ class Batch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
+    def piece(self, items: slice) -> Batch:
+        """Items `items` of the batch, with the padding `collate` gives those items on their own.
+
+        The batch is sorted longest first and `collate` keeps that order, so this is exactly
+        `collate(those samples)` (tests check it): spectrogram/ssl padded to `2 * (max frames // 2 + 1)`,
+        wav to the longest wav, phoneme ids to the longest text. Lengths are read on the host (one sync).
+        """
+        lengths = torch.stack(
+            [
+                x[items].max()
+                for x in (self.spec_lengths, self.ssl_lengths, self.wav_lengths, self.text_lengths)
+            ]
+        ).tolist()
+        frames, wav, text = max(lengths[0], lengths[1]), lengths[2], lengths[3]
+        t_pad = 2 * (frames // 2 + 1)
+        return Batch(
+            ssl=self.ssl[items, :, :t_pad],
+            ssl_lengths=self.ssl_lengths[items],
+            spec=self.spec[items, :, :t_pad],
+            spec_lengths=self.spec_lengths[items],
+            wav=self.wav[items, :, :wav],
+            wav_lengths=self.wav_lengths[items],
+            text=self.text[items, :text],
+            text_lengths=self.text_lengths[items],
+            clip_ids=self.clip_ids[items],
+            sv_emb=None if self.sv_emb is None else self.sv_emb[items],
+        )
+
     def pin_memory(self) -> Batch:
         """Called by the DataLoader when `pin_memory=True`."""
         return self._map(lambda t: t.pin_memory())

@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ from gptsovits_train.config import Config
 from gptsovits_train.errors import CheckpointError, GsvError
 from gptsovits_train.fileio import atomic_write_json
 from gptsovits_train.models.t2s import Text2SemanticDecoder
+from gptsovits_train.train.batch_fit import (
+    BatchFit,
+    choose_batch_size,
+    cuda_peak_bytes,
+    optimizer_state_bytes,
+    preserved_state,
+)
 from gptsovits_train.train.distributed import DistContext, all_reduce_sum
 from gptsovits_train.train.gpt_accumulation import AccumulationRule
 from gptsovits_train.train.gpt_data import (
@@ -63,6 +71,7 @@ def engine_config(cfg: Config) -> Config:
         update={
             "epochs": g.epochs,
             "batch_size": g.batch_size,
+            "batch_size_cap": g.batch_size_cap,
             "precision": g.precision,
             "early_stopping": g.early_stopping,
             "scheduler": g.scheduler,
@@ -71,11 +80,13 @@ def engine_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"train": train})
 
 
-def official_gpt_config(cfg: Config) -> dict[str, Any]:
-    """The official-layout config dict of a GPT export (what the official inference reads)."""
+def official_gpt_config(cfg: Config, batch_size: int | None = None) -> dict[str, Any]:
+    """The official-layout config dict of a GPT export (what the official inference reads); `batch_size`:
+    the size the run used (its `batch_size: auto` choice)."""
     g = cfg.gpt
+    size = batch_size if batch_size is not None else g.batch_size
     return {
-        "train": {"seed": cfg.train.seed, "epochs": g.epochs, "batch_size": g.batch_size},
+        "train": {"seed": cfg.train.seed, "epochs": g.epochs, "batch_size": size},
         "data": {"max_sec": g.max_sec, "pad_val": g.model.EOS},
         "model": g.model.to_official(),
     }
@@ -114,6 +125,8 @@ class GptStage:
         self.run_dir = run_dir
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedules: list[LrSchedule] = []
+        g = cfg.gpt
+        self.batch_fit = BatchFit(g.batch_size, cap=g.batch_size_cap, margin=cfg.train.auto_batch_margin)
 
     # ------------------------------------------------------------------------------------------- build
     def build(self, ctx: DistContext, precision: Precision) -> StageData:
@@ -126,9 +139,24 @@ class GptStage:
         train_ds, self.val_ds = GptDataset(splits.train), GptDataset(splits.val)
         repeats = official_repeats(len(train_ds), g.min_items_per_epoch)
         items = len(train_ds) * repeats
-        batch = official_batch_size(g.batch_size, items) if g.official_batch_cap else g.batch_size
-        if batch != g.batch_size:
-            LOG.info("gpt: batch size %d -> %d (official cap: epoch items // 4)", g.batch_size, batch)
+        rule = AccumulationRule(g.accumulation, g.accumulate_batches)
+        self._build_model(rule)
+        fit = self.batch_fit
+        fit.can_halve = not ctx.distributed
+        chosen = choose_batch_size(
+            fit,
+            self.device,
+            measure=self.memory_probe(train_ds, partial(cuda_peak_bytes, self.device))
+            if self.device.type == "cuda"
+            else None,
+            extra=optimizer_state_bytes(list(self.model.parameters())),
+            cap=official_batch_size(fit.cap, items) if g.official_batch_cap else None,
+            ctx=ctx,
+        )
+        batch = official_batch_size(chosen, items) if g.official_batch_cap else chosen
+        if batch != chosen:
+            LOG.info("gpt: batch size %d -> %d (official cap: epoch items // 4)", chosen, batch)
+            fit.set_size(batch)
         sampler = OfficialBucketSampler(
             train_ds.seconds(),
             batch,
@@ -138,9 +166,7 @@ class GptStage:
             seed=cfg.train.seed,
         )
         batches = _Batches(train_ds, sampler)
-        rule = AccumulationRule(g.accumulation, g.accumulate_batches)
         steps = rule.check(batches.num_batches, batch)
-        self._build_model(rule)
         LOG.info(
             "gpt data: %d train clips (x%d per epoch), %d validation clips, %d left out; %d batch(es) of %d "
             "per epoch, %d optimizer step(s) per epoch (accumulation %s)",
@@ -183,11 +209,30 @@ class GptStage:
             precision=self.precision,
             first_lr=g.first_lr,
             lr=g.lr,
+            fit=self.batch_fit,
         )
         self.optimizers = {"gpt": self.stepper.optimizer}
         self.schedule: LrScheduler = build_scheduler(g.scheduler, self.stepper.optimizer)
         self.schedules = [self.schedule]
         LOG.info("gpt model: %.2fM parameters", self.model.parameter_count() / 1e6)
+
+    def memory_probe(
+        self, dataset: GptDataset, peak_bytes: Callable[[Callable[[], None]], int]
+    ) -> Callable[[int], int]:
+        """`measure(n)` of `batch_size: auto`: `peak_bytes` of a forward+backward (no update) on the `n`
+        longest training clips (repeated when there are fewer); every state is left as it was
+        (`batch_fit.preserved_state`)."""
+        seconds = dataset.seconds()
+        longest = sorted(range(len(dataset)), key=lambda i: seconds[i], reverse=True)[: self.batch_fit.cap]
+        items = [dataset[i] for i in longest]
+
+        def measure(n: int) -> int:
+            batch = gpt_collate([items[i % len(items)] for i in range(n)])
+            with preserved_state([self.model]):
+                self.model.train()
+                return peak_bytes(lambda: self.stepper.dry_run(batch))
+
+        return measure
 
     def init_weights(self) -> dict[str, str]:
         from gptsovits_train.checkpoints.gpt_files import load_gpt_weights_into
@@ -285,7 +330,7 @@ def export_gpt_checkpoint(
     result = write_gpt_export(
         target,
         state["decoder"],
-        official_gpt_config(cfg),
+        official_gpt_config(cfg, (state.get("batch_fit") or {}).get("size")),
         epoch=epoch,
         step=step,
         best=json.loads(json.dumps(best)) if best is not None else None,

@@ -5,7 +5,8 @@
 1. setup: run folder checks, processes and device (DDP under torchrun, one process otherwise), precision;
 2. the stage builds its data, models and optimizers; a fresh run loads its pretrained/initial weights;
 3. resume from `last.pt` (`training_state.restore`: everything) or seed a fresh run;
-4. epochs of steps: the stage's step, the NaN guard (skip; after `nan_patience` bad steps a rollback to
+4. epochs of steps: the stage's step (an out-of-memory error halves its pieces, `batch_fit.py`; logged as
+   `batch_halved`), the NaN guard (skip; after `nan_patience` bad steps a rollback to
    `last.pt` with a lower lr), the run log, the stop signals;
 5. at the end of an epoch: schedules, validation every `val_every` epochs, the monitor's verdict (the one
    owner of "best": best checkpoint, early stopping, plateau schedule), the checkpoint, the epoch line;
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,9 @@ def _train(
     )
 
     # ------------------------------------------------------------------ 2. the stage: data, models, weights
+    resume_state = load_run_checkpoint(layout.last) if resume else None
+    fit = stage.batch_fit  # a resume keeps the run's batch size (`auto` choice, halvings)
+    fit.load_state_dict(resume_state.get("batch_fit") if resume_state is not None else None)
     data = stage.build(ctx, precision)
     batches_per_epoch = data.batches.num_batches
     init_reports = {name: "resumed" for name in stage.models()} if resume else stage.init_weights()
@@ -191,8 +196,9 @@ def _train(
         barrier(ctx)
 
     # ------------------------------------------------------------------ 3. fresh start or resume
-    if resume:
-        restore(load_run_checkpoint(layout.last), stage, path=layout.last, book=book, cfg=cfg, ctx=ctx)
+    if resume_state is not None:
+        restore(resume_state, stage, path=layout.last, book=book, cfg=cfg, ctx=ctx)
+        del resume_state
         position = "" if run.batches_done == 0 else f" (batch {run.batches_done} of {batches_per_epoch})"
         LOG.info("resumed from %s: epoch %d%s, step %d", layout.last, run.epoch, position, run.step)
     else:
@@ -222,6 +228,7 @@ def _train(
         if ctx.is_main
         else None,
     )
+    fit.on_halve = partial(log.event, "batch_halved")  # metrics.jsonl, also when the run then fails
     first_epoch = run.epoch
     if resume:
         log.rewind(run.step, run.epoch - 1)
@@ -248,6 +255,7 @@ def _train(
             for batch in data.loader:
                 t_got = time.perf_counter()
                 log.data_wait += t_got - t_fetch
+                fit.position = (epoch, run.step + 1)
                 out = stage.train_step(batch)
                 run.step += 1
                 run.batches_done += 1
@@ -517,6 +525,7 @@ def finish_run(
         "resumes": run.resumes,
         "dataset": run_info["dataset"],
         "nan_guard": book.guard.state_dict(),
+        "batch_size": stage.batch_fit.state_dict(),
         "lr_final": {name: current_lrs(opt)[0] for name, opt in stage.optimizers.items()},
         "checkpoints": {
             "best": str(layout.best) if best else None,

@@ -9,7 +9,9 @@ What the engine (`loop.run_stage`) gets from this stage (see `stage.Stage`):
   at `lr * text_low_lr_rate`); one grad scaler; a schedule per optimizer;
 - initial weights: the official pretrained s2G/s2D (strict key report), or random init with a seeded
   random codebook;
-- one step: `step.train_step`; one validation: `validation.validate` (or a test's `validate_fn`), with
+- batch size: `batch_fit.BatchFit` (`batch_size: auto` measured on the longest clips; an out-of-memory
+  error halves the items per pass, `step.fitted_step`);
+- one step: `step.SovitsStep`; one validation: `validation.validate` (or a test's `validate_fn`), with
   `val/spk_sim` when `train.spk_sim_model` names an sv model;
 - v2Pro/v2ProPlus: the dataset's speaker-verification features travel in `Batch.sv_emb` to the generator
   (training and validation); a Pro model never starts from v2 weights (`require_same_version`);
@@ -19,7 +21,10 @@ What the engine (`loop.run_stage`) gets from this stage (see `stage.Stage`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,9 +36,17 @@ from gptsovits_train.errors import CheckpointError, GsvError
 from gptsovits_train.models import build_discriminator_from_config, build_generator_from_config
 from gptsovits_train.models.generator import PRO_VERSIONS
 from gptsovits_train.report.listen_files import ListenClip
+from gptsovits_train.train.batch_fit import (
+    BatchFit,
+    choose_batch_size,
+    cuda_peak_bytes,
+    optimizer_state_bytes,
+    preserved_state,
+)
 from gptsovits_train.train.dataset import (
     LengthBucketBatchSampler,
     SoVITSDataset,
+    collate,
     load_splits,
     repeats_for,
     train_loader,
@@ -45,7 +58,7 @@ from gptsovits_train.train.schedulers import LrScheduler, build_scheduler
 from gptsovits_train.train.signals import ignore_stop_signals
 from gptsovits_train.train.spk_sim import SpeakerSimilarity
 from gptsovits_train.train.stage import LrSchedule, StageData, StepOutput, ValResult
-from gptsovits_train.train.step import train_step
+from gptsovits_train.train.step import SovitsStep, fitted_step
 from gptsovits_train.train.validation import validate, validation_loader
 
 LOG = logging.getLogger(__name__)
@@ -136,6 +149,23 @@ def plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+@contextlib.contextmanager
+def usable_codebook(G: nn.Module) -> Iterator[None]:
+    """A random codebook while the block runs when the generator has none yet (`batch_size: auto` measures
+    before the initial weights are loaded; the values do not change the memory), then the codebook as it
+    was."""
+    quantizer: Any = G.quantizer
+    if quantizer.is_initialized():
+        yield
+        return
+    saved = {k: v.clone() for k, v in quantizer.state_dict().items()}
+    quantizer.initialize_random_(torch.Generator().manual_seed(0))
+    try:
+        yield
+    finally:
+        quantizer.load_state_dict(saved)
+
+
 class SovitsStage:
     """SoVITS fine-tuning as a `stage.Stage` (see the module docstring)."""
 
@@ -149,6 +179,8 @@ class SovitsStage:
         self.validate_fn = validate_fn
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedules: list[LrSchedule] = []
+        t = cfg.train
+        self.batch_fit = BatchFit(t.batch_size, cap=t.batch_size_cap, margin=t.auto_batch_margin)
 
     # ------------------------------------------------------------------------------------------- build
     def build(self, ctx: DistContext, precision: Precision) -> StageData:
@@ -178,9 +210,20 @@ class SovitsStage:
             else None
         )
         repeats = repeats_for(len(train_ds), t.min_items_per_epoch)
+        self._build_models()
+        self.batch_fit.can_halve = not ctx.distributed
+        batch_size = choose_batch_size(
+            self.batch_fit,
+            self.device,
+            measure=self.memory_probe(train_ds, partial(cuda_peak_bytes, self.device))
+            if self.device.type == "cuda"
+            else None,
+            extra=optimizer_state_bytes([*self.g_params, *self.d_params]),
+            ctx=ctx,
+        )
         sampler = LengthBucketBatchSampler(
             train_ds.lengths,
-            t.batch_size,
+            batch_size,
             t.bucket_boundaries,
             num_replicas=ctx.world_size,
             rank=ctx.rank,
@@ -208,9 +251,8 @@ class SovitsStage:
             len(train_ds) * repeats,
             repeats,
             sampler.num_batches,
-            t.batch_size,
+            batch_size,
         )
-        self._build_models()
         summary = {
             "path": str(splits.root.root),
             "train_clips": len(splits.train),
@@ -219,7 +261,7 @@ class SovitsStage:
             "dropped_clips": {k: len(v) for k, v in splits.dropped.items()},
             "repeats_per_epoch": repeats,
             "steps_per_epoch": sampler.num_batches,
-            "batch_size": t.batch_size,
+            "batch_size": batch_size,
         }
         # the listening report's clips: the first `listen_clips` of the validation list (any process count)
         listen = [ListenClip(c.id, c.text, splits.root.root / c.path) for c in splits.val[: t.listen_clips]]
@@ -276,6 +318,45 @@ class SovitsStage:
             # so DDP needs no unused-parameter search (the official trainer pays for one).
             self.G_train = DDP(self.G, device_ids=ids, find_unused_parameters=False)
             self.D_train = DDP(self.D, device_ids=ids, find_unused_parameters=False)
+        self.step = self._step(self.G_train, self.D_train)
+
+    def _step(self, G: nn.Module, D: nn.Module) -> SovitsStep:
+        return SovitsStep(
+            G,
+            D,
+            optim_g=self.optim_g,
+            optim_d=self.optim_d,
+            scaler=self.scaler,
+            g_params=self.g_params,
+            d_params=self.d_params,
+            segment_frames=self.segment_frames,
+            audio=self.cfg.audio,
+            train=self.cfg.train,
+            device=self.device,
+            precision=self.precision,
+            ctx=self.ctx,
+        )
+
+    def memory_probe(
+        self, dataset: SoVITSDataset, peak_bytes: Callable[[Callable[[], None]], int]
+    ) -> Callable[[int], int]:
+        """`measure(n)` of `batch_size: auto`: `peak_bytes` of one step's passes (no update) on the `n`
+        longest training clips inside the buckets (repeated when there are fewer), on the bare models;
+        every state is left as it was (`batch_fit.preserved_state`)."""
+        bounds = self.cfg.train.bucket_boundaries
+        inside = [i for i, n in enumerate(dataset.lengths) if bounds[0] < n <= bounds[-1]]
+        longest = sorted(inside, key=lambda i: dataset.lengths[i], reverse=True)[: self.batch_fit.cap]
+        samples = [dataset[i] for i in longest]
+        dry = self._step(self.G, self.D)
+
+        def measure(n: int) -> int:
+            batch = collate([samples[i % len(samples)] for i in range(n)]).to(self.device)
+            with preserved_state([self.G, self.D]), usable_codebook(self.G):
+                self.G.train()
+                self.D.train()
+                return peak_bytes(lambda: dry.dry_run(batch))
+
+        return measure
 
     def init_weights(self) -> dict[str, str]:
         return init_from_pretrained(self.G, self.D, self.cfg)
@@ -290,22 +371,7 @@ class SovitsStage:
 
     def train_step(self, batch: Any) -> StepOutput:
         on_device = batch.to(self.device, non_blocking=True)
-        result = train_step(
-            self.G_train,
-            self.D_train,
-            on_device,
-            optim_g=self.optim_g,
-            optim_d=self.optim_d,
-            scaler=self.scaler,
-            g_params=self.g_params,
-            d_params=self.d_params,
-            segment_frames=self.segment_frames,
-            audio=self.cfg.audio,
-            train=self.cfg.train,
-            device=self.device,
-            precision=self.precision,
-            ctx=self.ctx,
-        )
+        result = fitted_step(self.step, on_device, self.batch_fit)
         return StepOutput(ok=result.ok, values=result.values, batch_size=on_device.size)
 
     def validate(self, epoch: int, *, final: bool) -> ValResult:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from gptsovits_train.report.listen_files import ListenClip
+from gptsovits_train.train.batch_fit import BatchFit
 from gptsovits_train.train.distributed import DistContext
 from gptsovits_train.train.monitor import Verdict
 from gptsovits_train.train.precision import Precision
@@ -98,6 +99,8 @@ class Stage(Protocol):
         headline: `(loss name, format)` shown by the progress bar and the epoch line, e.g. `("mel", ".4f")`.
         optimizers: `{name: optimizer}`; the lr of each one's first group is logged as `lr/<name>`.
         schedules: stepped by the engine after every finished epoch and every validation verdict.
+        batch_fit: the run's batch size and items per pass (`batch_fit.BatchFit`, made from the config
+            before `build`, which resolves `batch_size: auto`); saved in every checkpoint by the engine.
     """
 
     name: str
@@ -106,6 +109,7 @@ class Stage(Protocol):
     headline: tuple[tuple[str, str], ...]
     optimizers: dict[str, torch.optim.Optimizer]
     schedules: list[LrSchedule]
+    batch_fit: BatchFit
 
     def build(self, ctx: DistContext, precision: Precision) -> StageData:
         """Read the data, build the models (on `ctx.device`, DDP-wrapped when distributed), optimizers,

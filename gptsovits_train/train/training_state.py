@@ -5,7 +5,8 @@ functions, so they always agree on what a checkpoint holds:
 
 - the common part (engine): format tag and version, tool version, stage name, position (`RunState`), the
   monitor's state (key `early_stopping`) and best record, the NaN guard, top-k bookkeeping, RNG states of
-  every rank, the resolved config;
+  every rank, the resolved config, the batch size (`batch_fit`: the `auto` choice and halvings; read by the
+  engine before the stage's build on a resume, never by a rollback);
 - the stage's part (`Stage.state_dict`): weights, optimizers, scaler, schedules.
 
 A resume restores all of it (after checking that the config still describes the same model and data); a
@@ -72,6 +73,7 @@ def training_state(
         "tool_version": __version__,
         "stage": stage.name,
         **stage.state_dict(),
+        "batch_fit": stage.batch_fit.state_dict(),
         "early_stopping": book.monitor.state_dict(),
         "rng": {"world_size": ctx.world_size, "ranks": gather_objects(rng_state(), ctx)},
         **position,
