@@ -5,7 +5,7 @@ Stages, in order:
 1. **sources** (`data.sources.collect_sources`): find the audio files, read transcripts, assign ids.
    Without `slice_only`, sources with no transcript are skipped ("no transcript"); when no source has
    one, the run stops here, before any audio is decoded.
-2. **audio** (`process_source`, one job per source file, in a process pool): decode, mix to mono,
+2. **audio** (`source_clips.process_source`, one job per source file, in a process pool): decode, mix to mono,
    resample to 32 kHz (soxr HQ), then
    - a source with a transcript is not split: its edge silence is trimmed; longer than
      `prepare.slicer.max_clip_seconds` -> skipped;
@@ -15,10 +15,10 @@ Stages, in order:
      loudness mixes (`audio.loudness`); written as 16-bit WAV; linear spectrogram cached as `.npy`.
    Each finished source leaves a record in `.work/sources/`; a later run reuses it when the source file,
    its transcript and the audio settings are unchanged and its outputs exist.
-   A source longer than `STREAM_MIN_SECONDS` is decoded block by block into a spill file instead
-   (`analyse_streamed`: same clips, flat memory) and its clips are written by every worker
-   (`write_clip_group`); see `run_audio_stage`. SIGINT/SIGTERM stop the run at once, keeping finished
-   sources (`data.workers`).
+   A source longer than `STREAM_MIN_SECONDS` is decoded, resampled and cut in one streaming pass
+   instead (`streamed_source.analyse_streamed`: same clips, flat memory), which hands out its clips in
+   groups while it runs; every worker writes them (`write_clip_group`); see `run_audio_stage`.
+   SIGINT/SIGTERM stop the run at once, keeping finished sources (`data.workers`).
 3. **post-audio stages** (`data.stages`): text (phonemes) and features (HuBERT) plug in here.
 4. **split** (`data.split`), **manifest** (`manifest.jsonl`), **report** (`report.json`, `report.png`).
 
