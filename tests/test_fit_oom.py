@@ -457,3 +457,60 @@ def test_auto_measures_before_the_initial_weights(dataset: Path) -> None:
     assert measure(2) == 7 and ran == [1]
     assert not quantizer.is_initialized()
     _assert_equal(before, stage.G.state_dict())
+
+
+# ----------------------------------------------------------------------------------------- validation
+class EvalOnly(Inject):
+    """Raises an out-of-memory error in eval mode (validation) for passes of more than `over` items."""
+
+    def __init__(self, over: int) -> None:
+        super().__init__()
+        self.over = over
+
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if module.training:
+            return
+        self.calls.append(int(args[0].shape[0]))
+        if self.calls[-1] > self.over:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected, {self.calls[-1]} items)")
+
+
+def test_gpt_validation_out_of_memory_halves_the_validation_batch(
+    gpt_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Validation results do not depend on the clips per pass: after an out-of-memory error the pass is
+    redone with half as many (for the rest of the run) and gives the one-clip-at-a-time metrics; at one
+    clip per pass it is a clear error."""
+    from gptsovits_train.train.batch_fit import OutOfMemory
+    from gptsovits_train.train.gpt_stage import GptStage
+
+    stage = GptStage(_gpt_cfg(gpt_dataset, "gpt.val_batch_size=2"), tmp_path / "gpt")
+    stage.build(CTX, "fp32")
+    stage.val_batch = 1
+    reference = stage.validate(1, final=False)
+    assert reference.n_clips == 2
+    stage.val_batch = 2
+    hook = EvalOnly(over=1)
+    handle = stage.model.h.layers[0].register_forward_pre_hook(hook)
+    with caplog.at_level("WARNING"):
+        got = stage.validate(1, final=False)
+    assert hook.calls == [2, 1, 1] and stage.val_batch == 1
+    assert got.metrics == reference.metrics and got.n_clips == reference.n_clips
+    assert "out of memory during validation with 2 clips per pass: redoing it with 1" in caplog.text
+    handle.remove()
+    stage.model.h.layers[0].register_forward_pre_hook(EvalOnly(over=0))
+    with pytest.raises(OutOfMemory, match=r"during validation \(1 clip per pass\).*longest validation clip"):
+        stage.validate(2, final=False)
+
+
+def test_sovits_validation_out_of_memory_is_a_clear_error(dataset: Path) -> None:
+    """SoVITS validates one clip per pass already: an out-of-memory error there is one clear error."""
+    from gptsovits_train.train.batch_fit import OutOfMemory
+
+    stage = SovitsStage(_cfg(dataset))
+    stage.build(CTX, "fp32")
+    stage.init_weights()
+    stage.G.dec.register_forward_pre_hook(EvalOnly(over=0))
+    stage.G.eval()
+    with pytest.raises(OutOfMemory, match=r"during validation \(1 clip per pass\).*max_clip_seconds"):
+        stage.validate(1, final=False)

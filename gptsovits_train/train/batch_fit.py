@@ -69,6 +69,17 @@ def applying_update(what: str) -> Iterator[None]:
         ) from None
 
 
+def validation_out_of_memory(exc: BaseException, per_pass: str, advice: str) -> OutOfMemory:
+    """The clear error for an out-of-memory error during validation at `per_pass` (e.g. "1 clip")."""
+    return OutOfMemory(f"out of memory during validation ({per_pass} per pass): {_first_line(exc)}; {advice}")
+
+
+def release_cuda_cache() -> None:
+    """Give the blocks an out-of-memory error left cached back to the device before a retry."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

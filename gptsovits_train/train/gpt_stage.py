@@ -41,6 +41,8 @@ from gptsovits_train.train.batch_fit import (
     cuda_peak_bytes,
     optimizer_state_bytes,
     preserved_state,
+    release_cuda_cache,
+    validation_out_of_memory,
 )
 from gptsovits_train.train.distributed import DistContext, all_reduce_sum
 from gptsovits_train.train.gpt_accumulation import AccumulationRule
@@ -127,6 +129,7 @@ class GptStage:
         self.schedules: list[LrSchedule] = []
         g = cfg.gpt
         self.batch_fit = BatchFit(g.batch_size, cap=g.batch_size_cap, margin=cfg.train.auto_batch_margin)
+        self.val_batch = g.val_batch_size  # halved for the rest of the run when validation runs out of memory
 
     # ------------------------------------------------------------------------------------------- build
     def build(self, ctx: DistContext, precision: Precision) -> StageData:
@@ -262,14 +265,30 @@ class GptStage:
         return StepOutput(ok=r.finite, values=values, batch_size=gpt_batch.size)
 
     def validate(self, epoch: int, *, final: bool) -> ValResult:
+        """Validation sums over this rank's share of the clips, `val_batch` clips per pass. Out of memory:
+        the whole pass is redone with half as many clips per pass (the sums do not depend on it)."""
         del epoch, final
-        g = self.cfg.gpt
         mine = list(range(self.ctx.rank, len(self.val_ds), self.ctx.world_size))
-        batches = (
-            gpt_collate([self.val_ds[j] for j in mine[i : i + g.val_batch_size]])
-            for i in range(0, len(mine), g.val_batch_size)
-        )
-        sums = validation_sums(self.model, batches, self.device).to(self.device)
+        while True:
+            size = self.val_batch
+            batches = (
+                gpt_collate([self.val_ds[j] for j in mine[i : i + size]]) for i in range(0, len(mine), size)
+            )
+            try:
+                sums = validation_sums(self.model, batches, self.device).to(self.device)
+                break
+            except torch.OutOfMemoryError as exc:
+                if size == 1:
+                    advice = "the longest validation clip does not fit on this device"
+                    raise validation_out_of_memory(exc, "1 clip", advice) from None
+                self.val_batch = (size + 1) // 2
+                LOG.warning(
+                    "out of memory during validation with %d clips per pass: redoing it with %d "
+                    "(for the rest of the run; the results do not depend on it)",
+                    size,
+                    self.val_batch,
+                )
+                release_cuda_cache()
         all_reduce_sum(sums, self.ctx)
         m = metrics_from_sums(sums.cpu())
         metrics = {"val/loss": m.loss, "val/top1": m.top1, "val/top3": m.top3, "val/eos_acc": m.eos_acc}

@@ -42,6 +42,7 @@ from gptsovits_train.train.batch_fit import (
     cuda_peak_bytes,
     optimizer_state_bytes,
     preserved_state,
+    validation_out_of_memory,
 )
 from gptsovits_train.train.dataset import (
     LengthBucketBatchSampler,
@@ -378,17 +379,24 @@ class SovitsStage:
         if self.validate_fn is not None:
             return self.validate_fn(self.G, epoch, final=final)
         t = self.cfg.train
-        return validate(
-            self.G,
-            self.val_loader,
-            audio=self.cfg.audio,
-            train=t,
-            device=self.device,
-            precision=self.precision,
-            ctx=self.ctx,
-            n_samples=max(t.val_audio_samples, t.listen_clips),  # the same on every rank (gathered)
-            spk_sim=self.spk_sim,
-        )
+        try:
+            return validate(
+                self.G,
+                self.val_loader,
+                audio=self.cfg.audio,
+                train=t,
+                device=self.device,
+                precision=self.precision,
+                ctx=self.ctx,
+                n_samples=max(t.val_audio_samples, t.listen_clips),  # the same on every rank (gathered)
+                spk_sim=self.spk_sim,
+            )
+        except torch.OutOfMemoryError as exc:  # one clip per pass already: nothing to halve
+            advice = (
+                "the longest validation clip does not fit on this device; cut shorter clips "
+                "(prepare.slicer.max_clip_seconds) or use a larger GPU"
+            )
+            raise validation_out_of_memory(exc, "1 clip", advice) from None
 
     # -------------------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
