@@ -450,3 +450,26 @@ def test_streamed_source_gets_the_clipping_warning_of_the_in_memory_path(
     whole = prep_mod.process_source(job)
     assert [w.message for w in streamed.outcome.warnings] == [w.message for w in whole.warnings]
     assert any("clipped" in w.message for w in whole.warnings)
+
+
+def test_a_failing_consumer_stops_the_decode_threads_and_restores_the_gil_interval(tmp_path: Path) -> None:
+    import sys
+    import threading
+
+    path = tmp_path / "in.wav"
+    sf.write(path, (0.3 * np.random.default_rng(3).standard_normal(44100 * 5)).astype(np.float32), 44100)
+    before = sys.getswitchinterval()
+
+    def failing(samples: np.ndarray, writer: object) -> None:
+        raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        decode_to_spill(
+            path, SR, tmp_path / "s.f32", block_frames=4096, helper_thread=True, on_output=failing
+        )
+    assert sys.getswitchinterval() == before
+    assert not [t for t in threading.enumerate() if t.name == "audio-pipeline"]
+    (tmp_path / "dir.f32").mkdir()  # the spill cannot be opened
+    with pytest.raises(IsADirectoryError):
+        decode_to_spill(path, SR, tmp_path / "dir.f32", helper_thread=True)
+    assert sys.getswitchinterval() == before

@@ -29,7 +29,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -154,7 +154,7 @@ Block = tuple[np.ndarray, int, float]
 T = TypeVar("T")
 
 
-def _prefetched(items: Iterator[T], depth: int = 4) -> Iterator[T]:
+def _prefetched(items: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
     """Run `items` in a helper thread, `depth` items ahead; its exceptions are re-raised here."""
     q: queue.Queue[T | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -205,7 +205,7 @@ class _Counts:
 
 def _resampled(
     blocks: Iterator[Block], resampler: soxr.ResampleStream | None, counts: _Counts
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """The output pieces of the resampler (or the blocks themselves) until the end of the file; after
     a block with NaN/Inf nothing more is produced, the rest only counted."""
     for mono, n_bad, cpu in blocks:
@@ -290,14 +290,15 @@ def decode_to_spill(
         if helper_thread:
             outputs = _prefetched(outputs)
         output_cpu = 0.0
-        switch = sys.getswitchinterval()
-        if helper_thread:
-            # soxr holds the GIL while it resamples a block: hand the GIL over more often than every
-            # 5 ms so that the other stages' short Python steps do not queue behind it (measured:
-            # decode_to_spill of a 60-minute file 1.34-1.50 s -> 1.21-1.25 s wall on two cores)
-            sys.setswitchinterval(GIL_SWITCH_SECONDS)
-        with contextlib.ExitStack() as restore, open(spill, "wb") as out:
-            restore.callback(sys.setswitchinterval, switch)
+        with contextlib.ExitStack() as stack:
+            stack.callback(outputs.close)  # on any error, the helper threads stop here, not at collection
+            if helper_thread:
+                # soxr holds the GIL while it resamples a block: hand the GIL over more often than every
+                # 5 ms so that the other stages' short Python steps do not queue behind it (measured:
+                # decode_to_spill of a 60-minute file 1.34-1.50 s -> 1.21-1.25 s wall on two cores)
+                stack.callback(sys.setswitchinterval, sys.getswitchinterval())
+                sys.setswitchinterval(GIL_SWITCH_SECONDS)
+            out = stack.enter_context(open(spill, "wb"))
             writer = SpillWriter(out)
             for samples in outputs:
                 start = time.thread_time()
