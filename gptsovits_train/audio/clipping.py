@@ -225,6 +225,11 @@ class ClippingCounter:
                 if touch.any():
                     _push(self._unit_runs, (starts[touch], ends[touch]))
 
+    @property
+    def top(self) -> float:
+        """The largest magnitude fed so far (0.0 before any sample)."""
+        return float(self._top)
+
     def result(self) -> Clipping:
         """The clipping of everything fed so far (equal to `detect_clipping` on the concatenation)."""
         if self._seen == 0:
@@ -234,6 +239,15 @@ class ClippingCounter:
         top = float(self._top)
         if top == 0.0:
             return Clipping(0.0, 0.0)
+        share = self.flat_count() / self._seen
+        return Clipping(share, 1.0 if share > 0 and top > 1.0 else top)
+
+    def flat_count(self) -> int:
+        """How many samples fed so far lie in flat runs at a clipping level (`result().share` times the
+        samples fed; 0 with a NaN or before any nonzero sample)."""
+        top = float(self._top)
+        if self._seen == 0 or self._nan or top == 0.0:
+            return 0
         open_starts = _NO_POSITIONS if self._open is None else np.array([self._open], dtype=np.int64)
         open_ends = np.full(open_starts.shape, self._seen, dtype=np.int64)
         if self._infinite:  # every finite magnitude is within the (infinite) tolerance of the top
@@ -249,8 +263,7 @@ class ClippingCounter:
         else:
             near_starts, near_ends, _ = _joined(self._near_top, 3)
             count = _long_total(near_starts, near_ends, self.min_run)
-        share = count / self._seen
-        return Clipping(share, 1.0 if share > 0 and top > 1.0 else top)
+        return count
 
     def _last_near_top(self) -> tuple[np.ndarray, np.ndarray]:
         """The (1,) start and end of the last held near-top span, or empty arrays."""

@@ -97,7 +97,8 @@ def mix_to_mono(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data.mean(axis=1, dtype=np.float32))
 
 
-def _libsndfile_error(exc: sf.LibsndfileError) -> AudioLoadError:
+def libsndfile_error(exc: sf.LibsndfileError) -> AudioLoadError:
+    """The one-line `AudioLoadError` for a libsndfile failure."""
     text = str(exc.error_string).strip().rstrip(".")
     if "format not recognised" in text.lower():
         return AudioLoadError(f"not an audio file (libsndfile: {text})")
@@ -108,7 +109,7 @@ def _libsndfile_error(exc: sf.LibsndfileError) -> AudioLoadError:
 _PCM16_SCALE = np.float32(1.0 / 32768.0)
 
 
-def _read_mono(fh: sf.SoundFile, block_frames: int, pcm16: bool) -> tuple[np.ndarray, int] | None:
+def read_mono(fh: sf.SoundFile, block_frames: int, pcm16: bool) -> tuple[np.ndarray, int] | None:
     """The next block as (mono float32, NaN/Inf count), or None at the end of the file.
 
     `pcm16` (16-bit PCM, one or two channels): read the integers and convert them here, 3x less CPU
@@ -118,7 +119,7 @@ def _read_mono(fh: sf.SoundFile, block_frames: int, pcm16: bool) -> tuple[np.nda
     try:
         data = fh.read(block_frames, dtype="int16" if pcm16 else "float32", always_2d=True)
     except sf.LibsndfileError as exc:
-        raise _libsndfile_error(exc) from None
+        raise libsndfile_error(exc) from None
     except (RuntimeError, OSError) as exc:
         raise AudioLoadError(f"cannot decode audio ({exc})") from None
     if data.shape[0] == 0:
@@ -141,7 +142,7 @@ def _decoded_blocks(
     clean = True
     while True:
         cpu = time.thread_time()
-        block = _read_mono(fh, block_frames, pcm16)
+        block = read_mono(fh, block_frames, pcm16)
         if block is None:
             return
         clean = clean and block[1] == 0
@@ -266,13 +267,7 @@ def decode_to_spill(
     Raises:
         AudioLoadError: the same per-file problems as `load_audio`, with the same messages.
     """
-    check_audio_file(path)
-    try:
-        fh = sf.SoundFile(str(path))
-    except sf.LibsndfileError as exc:
-        raise _libsndfile_error(exc) from None
-    except (RuntimeError, OSError) as exc:
-        raise AudioLoadError(f"cannot decode audio ({exc})") from None
+    fh = open_checked(path)
     with fh:
         sr_in, channels, subtype = int(fh.samplerate), int(fh.channels), str(fh.subtype)
         resampler = (
@@ -313,6 +308,36 @@ def decode_to_spill(
     warnings = format_warnings(subtype, channels)
     cpu = {"decode": counts.decode_cpu, "resample": counts.resample_cpu, "output": output_cpu}
     return StreamResult(writer.n_samples, writer.peak, counts.n_in / sr_in, clipping.result(), warnings, cpu)
+
+
+def open_checked(path: Path) -> sf.SoundFile:
+    """`path` opened for decoding, after `check_audio_file`.
+
+    Raises:
+        AudioLoadError: the file is empty, truncated, or not audio libsndfile can decode.
+    """
+    check_audio_file(path)
+    try:
+        return sf.SoundFile(str(path))
+    except sf.LibsndfileError as exc:
+        raise libsndfile_error(exc) from None
+    except (RuntimeError, OSError) as exc:
+        raise AudioLoadError(f"cannot decode audio ({exc})") from None
+
+
+def clipping_of(path: Path, block_frames: int = BLOCK_FRAMES) -> Clipping:
+    """`detect_clipping` of the decoded mono signal of `path`, read block by block (flat memory), for a
+    file without NaN/Inf samples (the blocks from the first one on are not counted).
+
+    Raises:
+        AudioLoadError: as `decode_to_spill`.
+    """
+    fh = open_checked(path)
+    counter = ClippingCounter()
+    with fh:
+        for _ in _decoded_blocks(fh, block_frames, counter):
+            pass
+    return counter.result()
 
 
 class SpillFile:

@@ -28,6 +28,7 @@ With `slice_only`, stage 2 slices every source, writes the clips and `transcript
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
@@ -44,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from gptsovits_train.audio.io import AUDIO_EXTENSIONS_TEXT
+from gptsovits_train.audio.segments import decode_segment, segmentable
 from gptsovits_train.audio.stream import stream_info
 from gptsovits_train.config import Config
 from gptsovits_train.data import streamed_source
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
 from gptsovits_train.data.report_types import Skipped, WarningItem
+from gptsovits_train.data.segmented_source import SegmentedSource
 from gptsovits_train.data.source_clips import (
     Mode,
     SourceJob,
@@ -145,6 +148,7 @@ class _LongSource:
     """Progress of one streamed source: its analysis result and the groups its clips came in."""
 
     cuts: SourceCuts | None = None
+    segments: SegmentedSource | None = None  # decoded in segments, cut here
     received: int = 0  # groups received (each became a write task)
     written: dict[int, tuple[SourceOutcome, list[float]]] = field(default_factory=dict)
 
@@ -255,13 +259,17 @@ def run_audio_stage(
     def start_long_sources() -> None:
         while waiting and len(long_sources) < n_workers:
             i = waiting.pop(0)
-            long_sources[i] = _LongSource()
-            spill = layout.source_spill(jobs[i].source.key)
-            tasks[executor.submit(streamed_source.analyse_task, jobs[i], spill, helper_thread, i)] = (
-                "analyse",
-                i,
-                0,
-            )
+            long_sources[i] = state = _LongSource()
+            job, spill = jobs[i], layout.source_spill(jobs[i].source.key)
+            # cores to spare: every worker decodes segments of the file, cut here in order
+            plan = segmentable(job.source.path, job.audio.sampling_rate, n_workers) if helper_thread else None
+            if plan is None:
+                task = executor.submit(streamed_source.analyse_task, job, spill, helper_thread, i)
+                tasks[task] = ("analyse", i, 0)
+                continue
+            state.segments = SegmentedSource.start(job, spill, plan, functools.partial(dispatch, i))
+            for k in range(len(plan)):
+                tasks[executor.submit(decode_segment, job.source.path, plan, k, spill)] = ("segment", i, k)
 
     def finish(i: int, outcome: SourceOutcome) -> None:
         long_sources.pop(i, None)
@@ -304,6 +312,9 @@ def run_audio_stage(
         if kind == "analyse":
             take_groups()  # every group of this task is in the queue now
             state.cuts = result
+        elif kind == "segment":
+            assert state.segments is not None
+            state.cuts = state.segments.add(result)  # sends the groups it completes
         else:
             state.written[g] = result
         if state.done():

@@ -1,0 +1,117 @@
+"""A long source decoded in parallel segments and cut in order, for runs with cores to spare.
+
+`data.streamed_source.analyse_streamed` decodes, resamples and cuts a long recording in one task, so
+one file keeps at most one worker busy with its resampling (the one stage that is sequential there).
+When there are more workers than sources, `prepare` instead splits a long file into segments
+(`audio.segments`): every worker decodes and resamples segments into the shared spill file, bit for
+bit what the single stream writes, and this class, in the parent process, feeds the segments in order
+to the same `StreamCutter`, whose clip groups go out as write tasks at once:
+
+    segment tasks (any worker) -> spill file -> StreamCutter (here, in order) -> clip groups (any worker)
+
+The clips are therefore those of `analyse_streamed` and of `process_source` for the same file.
+
+What the single stream decides at the end is decided from the segments' results: the first decoding
+error, NaN/Inf samples, the peak, and clipping. Clipping is a property of the whole signal (the top
+and runs that may cross a segment edge), so each segment reports its flat-run count at its *own* top
+or at 1.0 (`ClippingCounter`). The whole file's count is at most their sum plus ``2 * (MIN_RUN - 1)``
+per inner edge: a sample near the file's top is near its segment's top (a magnitude outside the band
+of a level is outside the band of every higher level, see `ClippingCounter`), a sample near 1.0 is
+counted by its segment (near 1.0 when its top is above 1.0, near its top when its top is at most 1.0),
+and only a run cut by an edge can lose its two short ends. When that bound is within
+`prepare.clipping_warn_share` (the usual case) no warning or skip can follow, and the bound stands in
+for the share; otherwise `audio.stream.clipping_of` measures it exactly in one more decoding pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gptsovits_train.audio.clipping import MIN_RUN, Clipping
+from gptsovits_train.audio.io import format_warnings
+from gptsovits_train.audio.segments import SegmentPlan, SegmentResult
+from gptsovits_train.audio.stream import SpillFile, StreamResult, clipping_of, stream_info
+from gptsovits_train.data.source_clips import SourceJob
+from gptsovits_train.data.streamed_source import GroupSink, SourceCuts, StreamCutter
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentedSource:
+    """Progress of one source decoded in segments: results so far, and how many were cut."""
+
+    job: SourceJob
+    spill: Path
+    plan: SegmentPlan
+    cutter: StreamCutter
+    results: dict[int, SegmentResult] = field(default_factory=dict)
+    fed: int = 0  # segments fed to the cutter, in order
+    peak: float = 0.0
+    cpu: float = 0.0  # reading the spill back here
+
+    @classmethod
+    def start(cls, job: SourceJob, spill: Path, plan: SegmentPlan, sink: GroupSink) -> SegmentedSource:
+        """Create the (empty) spill file the segment tasks write into; `sink` receives the clip groups."""
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        with open(spill, "wb"):
+            pass
+        return cls(job, spill, plan, StreamCutter(job, spill, sink))
+
+    def add(self, result: SegmentResult) -> SourceCuts | None:
+        """Take one segment's result; cut every segment now complete in order. Returns the source's
+        result once every segment is in, else None."""
+        self.results[result.index] = result
+        while self.fed in self.results:
+            seg = self.results[self.fed]
+            if seg.error is not None or seg.n_bad:
+                break  # the source is skipped: nothing from here on is cut
+            start = time.thread_time()
+            first = self.plan.out_offset(self.plan.bounds[self.fed])
+            samples = SpillFile(self.spill, first + seg.n_out)(first, first + seg.n_out)
+            self.cpu += time.thread_time() - start
+            self.peak = max(self.peak, seg.peak)
+            self.cutter.feed(samples, first + seg.n_out, self.peak)
+            self.fed += 1
+        return self._finish() if len(self.results) == len(self.plan) else None
+
+    def _finish(self) -> SourceCuts:
+        ordered = [self.results[k] for k in range(len(self.plan))]
+        errors = [seg.error for seg in ordered if seg.error is not None]
+        if errors:  # the single stream stops at the first one
+            return self.cutter.finish(None, errors[0])
+        n_in = sum(seg.n_in for seg in ordered)
+        bad = sum(seg.n_bad for seg in ordered)
+        if n_in == 0:
+            return self.cutter.finish(None, "no audio samples")
+        if bad:
+            return self.cutter.finish(None, f"{bad} NaN/Inf samples")
+        info = stream_info(self.job.source.path)
+        warnings = format_warnings(info.subtype, info.channels) if info is not None else []
+        decoded = StreamResult(
+            n_samples=sum(seg.n_out for seg in ordered),
+            peak=max(seg.peak for seg in ordered),
+            input_seconds=n_in / self.plan.sr_in,
+            clipping=self._clipping(ordered, n_in),
+            warnings=warnings,
+        )
+        cuts = self.cutter.finish(decoded, None)
+        cuts.cpu = {
+            part: sum(seg.cpu.get(part, 0.0) for seg in ordered) for part in ("decode", "resample", "write")
+        }
+        cuts.cpu["write"] += self.cpu
+        cuts.cpu["cuts"] = self.cutter.cpu
+        return cuts
+
+    def _clipping(self, ordered: list[SegmentResult], n_in: int) -> Clipping:
+        """The source's clipping: the bound of the module docstring when no warning can follow from it
+        (its share is then an upper bound), else the exact figure from one more decoding pass."""
+        pcfg = self.job.prepare
+        bound = sum(seg.clip_count for seg in ordered) + 2 * (MIN_RUN - 1) * (len(ordered) - 1)
+        if bound <= min(pcfg.clipping_warn_share, pcfg.clipping_skip_share) * n_in:
+            return Clipping(bound / n_in, max(seg.clip_top for seg in ordered))
+        LOG.info("%s: measuring its clipping in one more pass", self.job.source.path)
+        return clipping_of(self.job.source.path)
