@@ -6,6 +6,7 @@ holds the file in memory and resamples it with one soxr call.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from gptsovits_train.audio.segments import (
     decode_segment,
     segmentable,
 )
+from gptsovits_train.audio.slicer import SlicerParams, frame_rms
 from gptsovits_train.config import Config
 from gptsovits_train.data.prepare import prepare
 from gptsovits_train.data.segmented_source import SegmentedSource
@@ -36,6 +38,8 @@ from gptsovits_train.errors import Interrupted
 from tests.test_prepare_scale import _clip_files, _late_problem_input, speech_like
 
 SR = 32000
+_PARAMS = SlicerParams.from_config(Config().prepare.slicer, SR)
+WIN_HOP = (_PARAMS.win, _PARAMS.hop)
 
 
 def _decode_all(path: Path, plan: SegmentPlan, spill: Path) -> tuple[np.ndarray, list[SegmentResult]]:
@@ -50,7 +54,7 @@ def _plan(path: Path, seconds: float) -> SegmentPlan:
     info = sf.info(str(path))
     period = aligned_period(int(info.samplerate), SR)
     assert period is not None
-    return SegmentPlan.make(int(info.frames), int(info.samplerate), SR, period, seconds)
+    return SegmentPlan.make(int(info.frames), int(info.samplerate), SR, period, seconds, *WIN_HOP)
 
 
 # ------------------------------------------------------------------------------ bits of the stream
@@ -74,6 +78,13 @@ def test_segments_give_the_whole_file_resampling_bit_for_bit(tmp_path: Path, rat
     assert sum(r.n_out for r in results) == want.shape[0]
     assert sum(r.n_in for r in results) == n
     assert max(r.peak for r in results) == float(np.max(np.abs(want)))
+    # each segment's frames of the slicer's RMS; only a few frames at each inner edge are left out
+    whole_rms = frame_rms(want, *WIN_HOP)
+    spans = [plan.own_frames(r.index, r.n_out) for r in results]
+    for r, (first, last) in zip(results, spans, strict=True):
+        assert np.array_equal(r.rms, whole_rms[first:last])
+    assert spans[0][0] == 0 and spans[-1][1] == whole_rms.shape[0]
+    assert all(0 < b[0] - a[1] <= WIN_HOP[0] // WIN_HOP[1] for a, b in itertools.pairwise(spans))
 
 
 @pytest.mark.parametrize(
@@ -101,7 +112,7 @@ def test_a_wrong_period_is_caught_by_the_check_and_long_files_use_one_stream(
         path = tmp_path / "x.wav"
         sf.write(path, np.zeros((44100 * 30, 1), np.float32), 44100)
         monkeypatch.setattr(seg_mod, "SEGMENT_SECONDS", 5.0)
-        assert segmentable(path, SR, 2) is None
+        assert segmentable(path, SR, 2, *WIN_HOP) is None
     finally:
         aligned_period.cache_clear()
     assert aligned_period(11025, SR) is None  # not in the table
@@ -115,11 +126,11 @@ def test_what_is_not_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     sf.write(wav, x, 48000)
     sf.write(ogg, x, 48000)
     sf.write(short, x[: 48000 * 7], 48000)
-    plan = segmentable(wav, SR, 2)
+    plan = segmentable(wav, SR, 2, *WIN_HOP)
     assert plan is not None and len(plan) == 2
-    assert segmentable(wav, SR, 1) is None  # one worker
-    assert segmentable(ogg, SR, 2) is None  # a compressed stream: seeking is not exact
-    assert segmentable(short, SR, 2) is None  # shorter than two segments
+    assert segmentable(wav, SR, 1, *WIN_HOP) is None  # one worker
+    assert segmentable(ogg, SR, 2, *WIN_HOP) is None  # a compressed stream: seeking is not exact
+    assert segmentable(short, SR, 2, *WIN_HOP) is None  # shorter than two segments
 
 
 # ------------------------------------------------------------------------- decisions at the end
@@ -197,7 +208,7 @@ def test_nan_count_and_first_error_are_the_single_streams(tmp_path: Path) -> Non
 
     # decoding errors: the first segment's wins, and a source with clips already sent is discarded
     job = _job(path, tmp_path / "e")
-    plan = SegmentPlan(rate, SR, 2202, (0, 2202 * 100, 2202 * 200, 2202 * 300))
+    plan = SegmentPlan(rate, SR, 2202, (0, 2202 * 100, 2202 * 200, 2202 * 300), *WIN_HOP)
     sent: list[ClipGroup] = []
     errs = SegmentedSource.start(job, tmp_path / "e.f32", plan, sent.append)
     assert errs.add(SegmentResult(2, error="corrupt or truncated audio (libsndfile: late)")) is None
@@ -257,7 +268,7 @@ def test_two_workers_decode_one_long_file_in_segments_with_the_same_clips(
     started = _spy_segments(monkeypatch)
     out = tmp_path / "ds"
     rep = prepare([long_wav], out, Config(), slice_only=True, language="en", workers=2, progress=False)
-    assert started == [len(SegmentPlan.make(75 * 44100, 44100, SR, 109368, 10.0))]  # about 10 s each
+    assert started == [len(SegmentPlan.make(75 * 44100, 44100, SR, 109368, 10.0, *WIN_HOP))]
     assert _clip_files(out) == ref and rep.n_clips == len(ref) > 8
     assert not list((out / ".work").rglob("*.f32"))
 
@@ -278,7 +289,7 @@ def test_segmented_source_skipped_at_its_end_leaves_no_clips(
     sf.write(src.parent / "fine.flac", speech_like([(2.0, 0.5)], 22050, seed=7), 22050)
     out = tmp_path / "ds"
     rep = prepare([src.parent], out, Config(), slice_only=True, language="en", workers=3, progress=False)
-    assert started == [len(SegmentPlan.make(75 * 44100, 44100, SR, 109368, 10.0))]
+    assert started == [len(SegmentPlan.make(75 * 44100, 44100, SR, 109368, 10.0, *WIN_HOP))]
     assert [reason in s.reason for s in rep.skipped] == [True]
     assert len(sent) >= 3  # clips went out before the end was known
     assert rep.n_clips == 1 and {c.source for c in rep.clips} == {str(src.parent / "fine.flac")}
@@ -292,22 +303,22 @@ def test_interrupted_segmented_slicing_resumes_without_duplicates(
 ) -> None:
     ref = _reference(long_wav, tmp_path / "ref", monkeypatch)
     monkeypatch.setattr(seg_mod, "SEGMENT_SECONDS", 10.0)
-    real = SegmentedSource.add
+    real = SegmentedSource.cut
     calls = {"n": 0}
 
-    def add(self: SegmentedSource, result: SegmentResult) -> object:
+    def cut(self: SegmentedSource) -> object:
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt  # Ctrl-C after some segments were cut and their clips sent
-        return real(self, result)
+        return real(self)
 
-    monkeypatch.setattr(SegmentedSource, "add", add)
+    monkeypatch.setattr(SegmentedSource, "cut", cut)
     out = tmp_path / "ds"
     with pytest.raises(Interrupted):
         prepare([long_wav], out, Config(), slice_only=True, language="en", workers=2, progress=False)
     assert not list((out / ".work" / "sources").glob("*.json"))
     assert not list((out / ".work").rglob("*.f32"))
-    monkeypatch.setattr(SegmentedSource, "add", real)
+    monkeypatch.setattr(SegmentedSource, "cut", real)
     rep = prepare([long_wav], out, Config(), slice_only=True, language="en", workers=2, progress=False)
     assert _clip_files(out) == ref
     assert len({c.id for c in rep.clips}) == len(rep.clips) == len(ref)

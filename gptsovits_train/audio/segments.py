@@ -34,6 +34,7 @@ import soxr
 
 from gptsovits_train.audio.clipping import ClippingCounter
 from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file
+from gptsovits_train.audio.slicer import frame_rms_range, n_frames
 from gptsovits_train.audio.stream import BLOCK_FRAMES, libsndfile_error, open_checked, read_mono
 
 LOG = logging.getLogger(__name__)
@@ -106,13 +107,17 @@ class SegmentPlan:
     sr_out: int
     period: int
     bounds: tuple[int, ...]
+    win: int  # the slicer's frame RMS window and hop, in output samples
+    hop: int
 
     @classmethod
-    def make(cls, n_frames: int, sr_in: int, sr_out: int, period: int, seconds: float) -> SegmentPlan:
+    def make(
+        cls, n_frames: int, sr_in: int, sr_out: int, period: int, seconds: float, win: int, hop: int
+    ) -> SegmentPlan:
         """Segments of about `seconds`; one segment when the file is shorter than two."""
         step = max(1, round(seconds * sr_in / period)) * period
         inner = list(range(step, n_frames - step // 2, step))
-        return cls(sr_in, sr_out, period, (0, *inner, n_frames))
+        return cls(sr_in, sr_out, period, (0, *inner, n_frames), win, hop)
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -120,6 +125,18 @@ class SegmentPlan:
     def out_offset(self, frame: int) -> int:
         """Output sample index of input frame `frame` (an inner boundary: exact)."""
         return frame * self.sr_out // self.sr_in
+
+    def own_frames(self, index: int, n_out: int) -> tuple[int, int]:
+        """The RMS frames ``[first, last)`` segment `index` computes from its own `n_out` samples: those
+        whose whole window lies in them (at the file's ends, the zero padding counts as theirs).
+        The few frames whose window crosses an inner edge are left to the caller."""
+        start = self.out_offset(self.bounds[index])
+        end = start + n_out
+        half = self.win // 2
+        first = 0 if index == 0 else -(-(start + half) // self.hop)
+        if index == len(self) - 1:
+            return first, n_frames(end, self.win, self.hop)
+        return first, max(first, (end + half - self.win) // self.hop + 1)
 
 
 @dataclass
@@ -131,11 +148,12 @@ class SegmentResult:
         n_out: output samples written to the spill (from `out_offset(start)`).
         peak: peak |x| of those outputs.
         n_bad: NaN/Inf samples in the range (the outputs stop at the first block with one).
+        rms: the frames `plan.own_frames(index, n_out)` of the slicer's frame RMS (float64).
         clip_top: peak |x| of the decoded mono input in the range.
         clip_count: samples of the range in flat runs at its own top or at 1.0 (`ClippingCounter`);
             the sum over segments bounds the whole file's count (see `data.segmented_source`).
         error: an `AudioLoadError` message (nothing else is valid then).
-        cpu: CPU seconds: `decode` (+ mix, clipping), `resample`, `write`.
+        cpu: CPU seconds: `decode` (+ mix, clipping), `resample`, `write`, `rms`.
     """
 
     index: int
@@ -146,6 +164,7 @@ class SegmentResult:
     clip_top: float = 0.0
     clip_count: int = 0
     error: str | None = None
+    rms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cpu: dict[str, float] = field(default_factory=dict)
 
 
@@ -158,6 +177,7 @@ class _Outputs:
         self.emitted = 0  # outputs seen (kept or not)
         self.kept = 0
         self.peak = 0.0
+        self.pieces: list[np.ndarray] = []
 
     def full(self) -> bool:
         return self.limit is not None and self.kept >= self.limit
@@ -175,6 +195,7 @@ class _Outputs:
             if written != len(data):
                 raise OSError(f"short write to the spill file ({written} of {len(data)} bytes)")
             self.kept += keep.shape[0]
+            self.pieces.append(keep)
 
 
 def decode_segment(path: Path, plan: SegmentPlan, index: int, spill: Path) -> SegmentResult:
@@ -251,11 +272,24 @@ def decode_segment(path: Path, plan: SegmentPlan, index: int, spill: Path) -> Se
         os.close(fd)
     res.n_out, res.peak = outs.kept, outs.peak
     res.clip_top, res.clip_count = clipping.top, clipping.flat_count()
+    if not res.n_bad:
+        t0 = time.thread_time()
+        samples = np.concatenate(outs.pieces) if outs.pieces else np.zeros(0, dtype=np.float32)
+        first, last_frame = plan.own_frames(index, res.n_out)
+        res.rms = frame_rms_range(
+            lambda a, b: samples[a - o_start : b - o_start],
+            o_start + res.n_out,
+            plan.win,
+            plan.hop,
+            first,
+            last_frame,
+        )
+        cpu["rms"] = time.thread_time() - t0
     res.cpu = cpu
     return res
 
 
-def segmentable(path: Path, sr_out: int, workers: int) -> SegmentPlan | None:
+def segmentable(path: Path, sr_out: int, workers: int, win: int, hop: int) -> SegmentPlan | None:
     """The plan for decoding `path` in segments on `workers` processes, or None when it must be one
     stream: one worker, a format libsndfile does not seek exactly, a rate pair without a verified
     period, or a file shorter than two segments."""
@@ -274,5 +308,5 @@ def segmentable(path: Path, sr_out: int, workers: int) -> SegmentPlan | None:
     period = aligned_period(int(info.samplerate), sr_out)
     if period is None:
         return None
-    plan = SegmentPlan.make(int(info.frames), int(info.samplerate), sr_out, period, SEGMENT_SECONDS)
+    plan = SegmentPlan.make(int(info.frames), int(info.samplerate), sr_out, period, SEGMENT_SECONDS, win, hop)
     return plan if len(plan) >= 2 else None

@@ -45,14 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from gptsovits_train.audio.io import AUDIO_EXTENSIONS_TEXT
-from gptsovits_train.audio.segments import decode_segment, segmentable
+from gptsovits_train.audio.segments import decode_segment
 from gptsovits_train.audio.stream import stream_info
 from gptsovits_train.config import Config
 from gptsovits_train.data import streamed_source
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.report import PrepareReport, write_dataset_outputs, write_report_json
 from gptsovits_train.data.report_types import Skipped, WarningItem
-from gptsovits_train.data.segmented_source import SegmentedSource
+from gptsovits_train.data.segmented_source import SegmentedSource, segment_plan
 from gptsovits_train.data.source_clips import (
     Mode,
     SourceJob,
@@ -262,14 +262,21 @@ def run_audio_stage(
             long_sources[i] = state = _LongSource()
             job, spill = jobs[i], layout.source_spill(jobs[i].source.key)
             # cores to spare: every worker decodes segments of the file, cut here in order
-            plan = segmentable(job.source.path, job.audio.sampling_rate, n_workers) if helper_thread else None
+            plan = segment_plan(job, n_workers) if helper_thread else None
             if plan is None:
                 task = executor.submit(streamed_source.analyse_task, job, spill, helper_thread, i)
                 tasks[task] = ("analyse", i, 0)
                 continue
             state.segments = SegmentedSource.start(job, spill, plan, functools.partial(dispatch, i))
-            for k in range(len(plan)):
-                tasks[executor.submit(decode_segment, job.source.path, plan, k, spill)] = ("segment", i, k)
+            start_segments(i)
+
+    def start_segments(i: int) -> None:
+        """Hand out the next segments of source `i`: one more than there are workers at a time."""
+        seg = long_sources[i].segments
+        assert seg is not None
+        for k in seg.to_start(n_workers + 1):
+            task = executor.submit(decode_segment, seg.job.source.path, seg.plan, k, seg.spill)
+            tasks[task] = ("segment", i, k)
 
     def finish(i: int, outcome: SourceOutcome) -> None:
         long_sources.pop(i, None)
@@ -314,7 +321,9 @@ def run_audio_stage(
             state.cuts = result
         elif kind == "segment":
             assert state.segments is not None
-            state.cuts = state.segments.add(result)  # sends the groups it completes
+            state.segments.receive(result)
+            start_segments(i)  # first, so that no worker waits for the cutting below
+            state.cuts = state.segments.cut()  # sends the groups it completes
         else:
             state.written[g] = result
         if state.done():

@@ -30,14 +30,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from gptsovits_train.audio.clipping import MIN_RUN, Clipping
 from gptsovits_train.audio.io import format_warnings
-from gptsovits_train.audio.segments import SegmentPlan, SegmentResult
+from gptsovits_train.audio.segments import SegmentPlan, SegmentResult, segmentable
+from gptsovits_train.audio.slicer import SlicerParams, frame_rms_range
 from gptsovits_train.audio.stream import SpillFile, StreamResult, clipping_of, stream_info
 from gptsovits_train.data.source_clips import SourceJob
 from gptsovits_train.data.streamed_source import GroupSink, SourceCuts, StreamCutter
 
 LOG = logging.getLogger(__name__)
+
+
+def segment_plan(job: SourceJob, workers: int) -> SegmentPlan | None:
+    """How to split `job`'s file for `workers` processes, or None when it is decoded as one stream."""
+    params = SlicerParams.from_config(job.prepare.slicer, job.audio.sampling_rate)
+    return segmentable(job.source.path, job.audio.sampling_rate, workers, params.win, params.hop)
 
 
 @dataclass
@@ -50,6 +59,8 @@ class SegmentedSource:
     cutter: StreamCutter
     results: dict[int, SegmentResult] = field(default_factory=dict)
     fed: int = 0  # segments fed to the cutter, in order
+    frames: int = 0  # RMS frames fed to the cutter
+    started: int = 0  # segments handed to workers (0, 1, ... in order)
     peak: float = 0.0
     cpu: float = 0.0  # reading the spill back here
 
@@ -61,20 +72,41 @@ class SegmentedSource:
             pass
         return cls(job, spill, plan, StreamCutter(job, spill, sink))
 
+    def to_start(self, in_flight: int) -> list[int]:
+        """Segments to hand out now so that `in_flight` are out (started, not yet added): few at a
+        time, so that the clip groups they produce get to the workers between them."""
+        running = self.started - len(self.results)
+        ready = list(range(self.started, min(len(self.plan), self.started + max(0, in_flight - running))))
+        self.started += len(ready)
+        return ready
+
     def add(self, result: SegmentResult) -> SourceCuts | None:
-        """Take one segment's result; cut every segment now complete in order. Returns the source's
-        result once every segment is in, else None."""
+        """`receive` then `cut`."""
+        self.receive(result)
+        return self.cut()
+
+    def receive(self, result: SegmentResult) -> None:
+        """Take one segment's result."""
         self.results[result.index] = result
+
+    def cut(self) -> SourceCuts | None:
+        """Cut every segment now complete in order. Returns the source's result once every segment is
+        in, else None."""
         while self.fed in self.results:
             seg = self.results[self.fed]
             if seg.error is not None or seg.n_bad:
                 break  # the source is skipped: nothing from here on is cut
-            start = time.thread_time()
             first = self.plan.out_offset(self.plan.bounds[self.fed])
-            samples = SpillFile(self.spill, first + seg.n_out)(first, first + seg.n_out)
+            end = first + seg.n_out
+            own, _ = self.plan.own_frames(self.fed, seg.n_out)
+            start = time.thread_time()
+            # the frames whose window crosses the edge before this segment, read from the spill
+            plan, read = self.plan, SpillFile(self.spill, end)
+            edge = frame_rms_range(read, end, plan.win, plan.hop, self.frames, own)
             self.cpu += time.thread_time() - start
             self.peak = max(self.peak, seg.peak)
-            self.cutter.feed(samples, first + seg.n_out, self.peak)
+            self.cutter.feed_frames(np.concatenate((edge, seg.rms)), end, self.peak)
+            self.frames = own + seg.rms.shape[0]
             self.fed += 1
         return self._finish() if len(self.results) == len(self.plan) else None
 
@@ -98,12 +130,11 @@ class SegmentedSource:
             clipping=self._clipping(ordered, n_in),
             warnings=warnings,
         )
-        cuts = self.cutter.finish(decoded, None)
+        cuts = self.cutter.finish(decoded, None, frames_fed=True)
         cuts.cpu = {
             part: sum(seg.cpu.get(part, 0.0) for seg in ordered) for part in ("decode", "resample", "write")
         }
-        cuts.cpu["write"] += self.cpu
-        cuts.cpu["cuts"] = self.cutter.cpu
+        cuts.cpu["cuts"] = self.cutter.cpu + self.cpu + sum(seg.cpu.get("rms", 0.0) for seg in ordered)
         return cuts
 
     def _clipping(self, ordered: list[SegmentResult], n_in: int) -> Clipping:

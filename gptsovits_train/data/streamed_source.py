@@ -141,7 +141,15 @@ class StreamCutter:
         """The next (n,) samples; `n_flushed`: samples readable from the spill now (these included);
         `peak`: peak |x| so far."""
         start = time.thread_time()
-        found = self.chunks.feed(self.frames.feed(samples))
+        rms = self.frames.feed(samples)
+        self.cpu += time.thread_time() - start
+        self.feed_frames(rms, n_flushed, peak)
+
+    def feed_frames(self, rms: np.ndarray, n_flushed: int, peak: float) -> None:
+        """The next (k,) frames of the frame RMS, computed elsewhere (instead of `feed`: then the last
+        frames, those reaching into the end padding, come here too); `n_flushed` and `peak` as `feed`."""
+        start = time.thread_time()
+        found = self.chunks.feed(rms)
         # a peak above the limit skips the whole source: send nothing more
         if found and self.job.mode == "slice" and peak <= self.job.prepare.max_source_peak:
             read = SpillFile(self.spill, n_flushed)
@@ -151,8 +159,9 @@ class StreamCutter:
                 )
         self.cpu += time.thread_time() - start
 
-    def finish(self, decoded: StreamResult | None, error: str | None) -> SourceCuts:
-        """Decide the rest once the whole file is decoded (`decoded`), or failed with `error`."""
+    def finish(self, decoded: StreamResult | None, error: str | None, frames_fed: bool = False) -> SourceCuts:
+        """Decide the rest once the whole file is decoded (`decoded`), or failed with `error`;
+        `frames_fed`: every frame came through `feed_frames`."""
         name, out = str(self.job.source.path), SourceOutcome()
         if decoded is None:
             out.skipped.append(Skipped(name, error or "cannot decode audio"))
@@ -160,7 +169,8 @@ class StreamCutter:
         start = time.thread_time()
         out.audio_seconds = decoded.input_seconds
         out.warnings.extend(WarningItem(name, w) for w in decoded.warnings)
-        last = self.chunks.feed(self.frames.finish()) + self.chunks.finish(decoded.n_samples)
+        tail = np.zeros(0) if frames_fed else self.frames.finish()
+        last = self.chunks.feed(tail) + self.chunks.finish(decoded.n_samples)
         rms, params, n = self.chunks.tagger.rms, self.params, decoded.n_samples
         skipped = not check_clipping(self.job, decoded.clipping, out)
         reason = None if skipped else source_skip_reason(self.job, rms, decoded.peak, params)
