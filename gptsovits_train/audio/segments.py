@@ -85,10 +85,9 @@ def aligned_period(sr_in: int, sr_out: int) -> int | None:
     if period is None:
         return None
     warm = warmup_frames(period, sr_in)
-    n = warm + 3 * period + sr_in  # a split after the warm-up, with a second of input after it
-    x = (0.3 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)
+    split = period + warm  # a segment starting here begins its stream at `period`
+    x = (0.3 * np.random.default_rng(0).standard_normal(split + sr_in // 2)).astype(np.float32)
     full = _stream(x, sr_in, sr_out)
-    split = 2 * period + warm  # a segment starting here begins its stream `warm` earlier
     piece = _stream(x[split - warm :], sr_in, sr_out)
     o_split = split * sr_out // sr_in
     o_warm = warm * sr_out // sr_in

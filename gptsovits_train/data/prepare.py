@@ -70,7 +70,13 @@ from gptsovits_train.data.split import (
 )
 from gptsovits_train.data.stages import Stage, StageResult, stage_name
 from gptsovits_train.data.streamed_source import ClipGroup, SourceCuts, write_clip_group
-from gptsovits_train.data.workers import StopRequested, interruptible, kill_pool, worker_init
+from gptsovits_train.data.workers import (
+    StopRequested,
+    interruptible,
+    keep_freed_memory,
+    kill_pool,
+    worker_init,
+)
 from gptsovits_train.errors import GsvError
 from gptsovits_train.fileio import (
     OutputWriteError,
@@ -217,6 +223,7 @@ def run_audio_stage(
 
     from tqdm import tqdm
 
+    keep_freed_memory()  # this process decodes (-j 1) or cuts (-j 2+); the workers do it in worker_init
     streamed = {i for i in todo if _needs_stream(jobs[i])}
     n_workers = max(1, min(workers, len(todo))) if not streamed else max(1, workers)
     with_torch = any(jobs[i].write_spec for i in todo)

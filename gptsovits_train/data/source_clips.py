@@ -96,7 +96,7 @@ class SourceOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "clips": [asdict(c) for c in self.clips],
+            "clips": [c.to_dict() for c in self.clips],
             "skipped": [s.to_dict() for s in self.skipped],
             "warnings": [w.to_dict() for w in self.warnings],
             "audio_seconds": self.audio_seconds,
