@@ -152,7 +152,8 @@ class SegmentResult:
         clip_count: samples of the range in flat runs at its own top or at 1.0 (`ClippingCounter`);
             the sum over segments bounds the whole file's count (see `data.segmented_source`).
         error: an `AudioLoadError` message (nothing else is valid then).
-        cpu: CPU seconds: `decode` (+ mix, clipping), `resample`, `write`, `rms`.
+        cpu: CPU seconds: `decode` (+ mix, clipping), `resample` (+ collecting the outputs), `write`
+            (spill), `rms`.
     """
 
     index: int
@@ -168,18 +169,24 @@ class SegmentResult:
 
 
 class _Outputs:
-    """Keeps the resampler's outputs from index `skip` on, up to `limit` of them, written to `fd` at
-    sample offset `base` (`limit` None: everything)."""
+    """Collects the resampler's outputs from index `skip` on, up to `limit` of them (`limit` None:
+    everything; `capacity`: the expected count), in one buffer that `write` puts into the spill at
+    sample offset `base`."""
 
-    def __init__(self, fd: int, base: int, skip: int, limit: int | None) -> None:
-        self.fd, self.base, self.skip, self.limit = fd, base, skip, limit
+    def __init__(self, base: int, skip: int, limit: int | None, capacity: int) -> None:
+        self.base, self.skip, self.limit = base, skip, limit
         self.emitted = 0  # outputs seen (kept or not)
         self.kept = 0
         self.peak = 0.0
-        self.pieces: list[np.ndarray] = []
+        self.buf = np.empty(max(1, capacity), dtype=np.float32)
 
     def full(self) -> bool:
         return self.limit is not None and self.kept >= self.limit
+
+    @property
+    def samples(self) -> np.ndarray:
+        """(kept,) float32: the outputs kept so far."""
+        return self.buf[: self.kept]
 
     def add(self, out: np.ndarray) -> None:
         lo = max(0, self.skip - self.emitted)
@@ -187,105 +194,124 @@ class _Outputs:
         keep = out[lo:]
         if self.limit is not None:
             keep = keep[: self.limit - self.kept]
-        if keep.size:
-            self.peak = max(self.peak, float(np.max(np.abs(keep))))
-            data = np.ascontiguousarray(keep, dtype=np.float32).tobytes()
-            written = os.pwrite(self.fd, data, 4 * (self.base + self.kept))
-            if written != len(data):
-                raise OSError(f"short write to the spill file ({written} of {len(data)} bytes)")
-            self.kept += keep.shape[0]
-            self.pieces.append(keep)
+        if not keep.size:
+            return
+        end = self.kept + keep.shape[0]
+        if end > self.buf.shape[0]:  # more than expected (the last segment): grow
+            grown = np.empty(max(end, 2 * self.buf.shape[0]), dtype=np.float32)
+            grown[: self.kept] = self.samples
+            self.buf = grown
+        self.buf[self.kept : end] = keep
+        self.peak = max(self.peak, float(np.max(np.abs(keep))))
+        self.kept = end
+
+    def write(self, fd: int) -> None:
+        """Write the kept outputs to `fd` at their place in the spill file."""
+        view, offset = self.samples.data.cast("B"), 4 * self.base
+        while view:
+            written = os.pwrite(fd, view, offset)
+            if written <= 0:
+                raise OSError(f"cannot write the spill file (pwrite returned {written})")
+            view, offset = view[written:], offset + written
 
 
 def decode_segment(path: Path, plan: SegmentPlan, index: int, spill: Path) -> SegmentResult:
-    """Decode and resample segment `index` of `plan` into `spill` (which exists) at its output offset.
+    """Decode and resample segment `index` of `plan` into `spill` (which exists) at its output offset,
+    and compute its own frames of the slicer's frame RMS.
 
-    The samples written are those `decode_to_spill` writes at the same positions, bit for bit. Per-file
-    problems come back in `SegmentResult.error`; OSError (the spill) is raised.
+    The samples written are those `decode_to_spill` writes at the same positions, bit for bit (nothing
+    is written for a segment with NaN/Inf samples: the file is rejected). Per-file problems come back
+    in `SegmentResult.error`; OSError (the spill) is raised.
+    """
+    res = SegmentResult(index, cpu={"decode": 0.0, "resample": 0.0, "write": 0.0})
+    try:
+        outs, clipping = _decode_range(path, plan, index, res)
+    except AudioLoadError as exc:
+        res.error = str(exc)
+        return res
+    res.n_out, res.peak = outs.kept, outs.peak
+    res.clip_top, res.clip_count = clipping.top, clipping.flat_count()
+    if res.n_bad:
+        return res
+    t0 = time.thread_time()
+    fd = os.open(spill, os.O_WRONLY)
+    try:
+        outs.write(fd)
+    finally:
+        os.close(fd)
+    t1 = time.thread_time()
+    first, last = plan.own_frames(index, res.n_out)
+    samples, base = outs.samples, outs.base
+    res.rms = frame_rms_range(
+        lambda a, b: samples[a - base : b - base], base + res.n_out, plan.win, plan.hop, first, last
+    )
+    res.cpu["write"] += t1 - t0
+    res.cpu["rms"] = time.thread_time() - t1
+    return res
+
+
+def _decode_range(
+    path: Path, plan: SegmentPlan, index: int, res: SegmentResult
+) -> tuple[_Outputs, ClippingCounter]:
+    """The decoding loop of `decode_segment`: fills `res.n_in`, `res.n_bad` and `res.cpu`.
+
+    Raises:
+        AudioLoadError: the file cannot be decoded here, or ends before its header says.
     """
     start, end = plan.bounds[index], plan.bounds[index + 1]
     last = index == len(plan) - 1
-    res = SegmentResult(index)
-    cpu = {"decode": 0.0, "resample": 0.0, "write": 0.0}
+    cpu = res.cpu
     resampled = plan.sr_in != plan.sr_out
     begin = max(0, start - warmup_frames(plan.period, plan.sr_in)) if resampled else start
     o_start = plan.out_offset(start)
     limit = None if last else plan.out_offset(end) - o_start
-    fd = os.open(spill, os.O_WRONLY)
-    try:
-        with open_checked(path) as fh:
-            rs = (
-                soxr.ResampleStream(plan.sr_in, plan.sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-                if resampled
-                else None
-            )
-            pcm16 = str(fh.subtype) == "PCM_16" and int(fh.channels) <= 2
-            try:
-                fh.seek(begin)
-            except sf.LibsndfileError as exc:
-                raise libsndfile_error(exc) from None
-            outs = _Outputs(fd, o_start, o_start - plan.out_offset(begin), limit)
-            clipping = ClippingCounter()
-            pos = begin
-            while not outs.full():
-                # blocks never straddle `start` or `end`, so each one is wholly in the range or out of it
-                edge = start if pos < start else end if pos < end else None
-                size = BLOCK_FRAMES if edge is None else min(BLOCK_FRAMES, edge - pos)
-                t0 = time.thread_time()
-                block = read_mono(fh, size, pcm16)
-                if block is None:
-                    break
-                mono, bad = block
-                if start <= pos < end:
-                    res.n_in += mono.shape[0]
-                    res.n_bad += bad
-                    if not res.n_bad:
-                        clipping.update(mono)
-                pos += mono.shape[0]
-                t1 = time.thread_time()
-                cpu["decode"] += t1 - t0
-                if res.n_bad:
-                    if pos >= end:
-                        break
-                    continue  # the file is rejected; count the rest of the range for the message
-                out = rs.resample_chunk(mono, last=False) if rs is not None else mono
-                t2 = time.thread_time()
-                outs.add(out)
-                cpu["resample"] += t2 - t1
-                cpu["write"] += time.thread_time() - t2
-            if rs is not None and not res.n_bad and not outs.full():
-                # end of the file (the last segment, or one ending right before it): flush, as the single
-                # stream does there
-                t1 = time.thread_time()
-                out = rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-                t2 = time.thread_time()
-                outs.add(out)
-                cpu["resample"] += t2 - t1
-                cpu["write"] += time.thread_time() - t2
-            if not res.n_bad and limit is not None and not outs.full():
-                raise AudioLoadError("corrupt or truncated audio (fewer frames than its header says)")
-    except AudioLoadError as exc:
-        res.error = str(exc)
-        return res
-    finally:
-        os.close(fd)
-    res.n_out, res.peak = outs.kept, outs.peak
-    res.clip_top, res.clip_count = clipping.top, clipping.flat_count()
-    if not res.n_bad:
-        t0 = time.thread_time()
-        samples = np.concatenate(outs.pieces) if outs.pieces else np.zeros(0, dtype=np.float32)
-        first, last_frame = plan.own_frames(index, res.n_out)
-        res.rms = frame_rms_range(
-            lambda a, b: samples[a - o_start : b - o_start],
-            o_start + res.n_out,
-            plan.win,
-            plan.hop,
-            first,
-            last_frame,
+    expected = limit if limit is not None else plan.out_offset(end) - o_start + 1024
+    outs = _Outputs(o_start, o_start - plan.out_offset(begin), limit, expected)
+    clipping = ClippingCounter()
+    with open_checked(path) as fh:
+        rs = (
+            soxr.ResampleStream(plan.sr_in, plan.sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+            if resampled
+            else None
         )
-        cpu["rms"] = time.thread_time() - t0
-    res.cpu = cpu
-    return res
+        pcm16 = str(fh.subtype) == "PCM_16" and int(fh.channels) <= 2
+        try:
+            fh.seek(begin)
+        except sf.LibsndfileError as exc:
+            raise libsndfile_error(exc) from None
+        pos = begin
+        while not outs.full():
+            # blocks never straddle `start` or `end`, so each one is wholly in the range or out of it
+            edge = start if pos < start else end if pos < end else None
+            size = BLOCK_FRAMES if edge is None else min(BLOCK_FRAMES, edge - pos)
+            t0 = time.thread_time()
+            block = read_mono(fh, size, pcm16)
+            if block is None:
+                break
+            mono, bad = block
+            if start <= pos < end:
+                res.n_in += mono.shape[0]
+                res.n_bad += bad
+                if not res.n_bad:
+                    clipping.update(mono)
+            pos += mono.shape[0]
+            t1 = time.thread_time()
+            cpu["decode"] += t1 - t0
+            if res.n_bad:
+                if pos >= end:
+                    break
+                continue  # the file is rejected; count the rest of the range for the message
+            outs.add(rs.resample_chunk(mono, last=False) if rs is not None else mono)
+            cpu["resample"] += time.thread_time() - t1
+        if rs is not None and not res.n_bad and not outs.full():
+            # the end of the file (the last segment, or one ending just before it): flush, as the single
+            # stream does there
+            t1 = time.thread_time()
+            outs.add(rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+            cpu["resample"] += time.thread_time() - t1
+    if not res.n_bad and limit is not None and not outs.full():
+        raise AudioLoadError("corrupt or truncated audio (fewer frames than its header says)")
+    return outs, clipping
 
 
 def segmentable(path: Path, sr_out: int, workers: int, win: int, hop: int) -> SegmentPlan | None:
