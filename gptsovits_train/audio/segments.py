@@ -57,6 +57,8 @@ ALIGNED_PERIODS: dict[tuple[int, int], int] = {
 WARMUP_SECONDS = 0.25
 #: Input seconds per segment (rounded to whole periods).
 SEGMENT_SECONDS = 120.0
+#: Bytes per `pwrite` into the spill file.
+WRITE_BYTES = 1 << 18
 #: Subtypes whose frames libsndfile seeks to exactly (the decoded samples after a seek are those a
 #: sequential read gives at that position).
 SEEKABLE_SUBTYPES = frozenset(
@@ -206,10 +208,11 @@ class _Outputs:
         self.kept = end
 
     def write(self, fd: int) -> None:
-        """Write the kept outputs to `fd` at their place in the spill file."""
+        """Write the kept outputs to `fd` at their place in the spill file, in pieces of
+        `WRITE_BYTES` (one 15 MB `pwrite` costs 7x the CPU of the same bytes in 190 KB pieces here)."""
         view, offset = self.samples.data.cast("B"), 4 * self.base
         while view:
-            written = os.pwrite(fd, view, offset)
+            written = os.pwrite(fd, view[:WRITE_BYTES], offset)
             if written <= 0:
                 raise OSError(f"cannot write the spill file (pwrite returned {written})")
             view, offset = view[written:], offset + written
