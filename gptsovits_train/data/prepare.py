@@ -37,6 +37,7 @@ import queue
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -181,6 +182,20 @@ class _LongSource:
         return outcome
 
 
+def _delete_in_background(path: Path) -> threading.Thread:
+    """Delete `path` on a new thread (started; join it); a failure is logged, not raised."""
+
+    def delete() -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            LOG.warning("cannot delete %s (%s); delete it yourself", path, exc)
+
+    thread = threading.Thread(target=delete, name="delete-spill")
+    thread.start()
+    return thread
+
+
 #: Seconds between looks at the clip groups sent by analysis tasks while waiting for pool tasks.
 GROUP_POLL_SECONDS = 0.02
 
@@ -260,6 +275,7 @@ def run_audio_stage(
         executor = pool
     tasks: dict[Future[Any], tuple[str, int, int]] = {}
     long_sources: dict[int, _LongSource] = {}
+    deleting: list[threading.Thread] = []
     # at most one long source per worker at a time: each holds a spill file (128 KB per second)
     waiting = [i for i in todo if i in streamed]
 
@@ -292,7 +308,8 @@ def run_audio_stage(
         # last, so that a record means "all files done"; no fsync: a record lost in a power cut
         # only means that the source is done again
         atomic_write_bytes(layout.source_record(jobs[i].source.key), json.dumps(record).encode(), fsync=False)
-        layout.source_spill(jobs[i].source.key).unlink(missing_ok=True)
+        if i in streamed:  # freeing the spill's pages takes a while: on a thread, joined at the end
+            deleting.append(_delete_in_background(layout.source_spill(jobs[i].source.key)))
         outcomes[i] = outcome
         bar.update(1)
         start_long_sources()
@@ -371,6 +388,8 @@ def run_audio_stage(
         raise
     finally:
         streamed_source.set_group_queue(None)
+        for thread in deleting:
+            thread.join()
         if pool is not None:
             pool.shutdown(wait=True)
         if threads is not None:
