@@ -15,13 +15,14 @@ so imports and the pool's start-up are counted as a user sees them:
    text phonemised (English), split, manifest, report (no HuBERT: `--hubert` is not given).
 
 A second table (`--pipeline`, on by default) splits the CPU time of slicing one long file into the
-parts of the `-j 2` design, measured with per-thread CPU clocks in this process (other jobs on a shared
-machine change them far less than wall times): `decode` (decode + NaN check + channel mix + clipping
-count), `resample`, `write` (spill write + peak), `cuts` (frame RMS + slicer + clip groups) and
-`clips` (loudness mix + int16 + WAV writes). With `-j 2` on one file the analysis task runs decode,
-resample and write + cuts as three threads while the other worker writes the clips of each group
-as soon as it is found, so two free cores need about max(busiest thread, sum / 2) (plus the pool's
-start-up); `-j 1` needs the sum.
+parts of the `-j 2` design, measured with per-thread CPU clocks in this process, one part after the
+other (other jobs on a shared machine change them far less than wall times). With more workers than
+files, a long file is decoded in segments (`audio.segments`, `data.segmented_source`): each worker
+runs segments (`decode` = decode + NaN check + channel mix + clipping count, `resample`, `write` = the
+spill file, `rms` = the slicer's frame RMS of the segment), the parent cuts them in order (`cuts` =
+the frames at segment edges + silence slicer + clip groups), and the workers write the clips of each
+group (`clips` = loudness mix + int16 + WAV writes). All of it but the parent's `cuts` runs on any free
+core, so two cores need about half the sum; `-j 1` (one stream, `data.streamed_source`) needs the sum.
 
 Settings run interleaved (`-j 1`, `-j 2`, `-j 1`, ...) so that a change in the machine's load hits
 both alike; `--steps slice` skips the transcripts pass.
@@ -156,11 +157,13 @@ def run_command(args: list[str], out: Path) -> Run:
 
 
 def pipeline_cpu(path: Path, work: Path) -> dict[str, float]:
-    """CPU seconds of the parts of slicing `path` (see the module docstring), one thread at a time."""
+    """CPU seconds of the parts of slicing `path` in segments (see the module docstring)."""
+    from gptsovits_train.audio.segments import decode_segment
     from gptsovits_train.config import Config
+    from gptsovits_train.data.segmented_source import SegmentedSource, segment_plan
     from gptsovits_train.data.source_clips import SourceJob
     from gptsovits_train.data.sources import Source
-    from gptsovits_train.data.streamed_source import ClipGroup, analyse_streamed, write_clip_group
+    from gptsovits_train.data.streamed_source import ClipGroup, write_clip_group
 
     cfg = Config()
     job = SourceJob(
@@ -168,7 +171,14 @@ def pipeline_cpu(path: Path, work: Path) -> dict[str, float]:
     )
     spill = work / "spill.f32"
     groups: list[ClipGroup] = []
-    cuts = analyse_streamed(job, spill, groups.append)
+    plan = segment_plan(job, 2)
+    if plan is None:
+        raise SystemExit(f"{path} is not split into segments (too short?)")
+    source = SegmentedSource.start(job, spill, plan, groups.append)
+    cuts = None
+    for k in range(len(plan)):
+        cuts = source.add(decode_segment(path, plan, k, spill))
+    assert cuts is not None
     start = time.thread_time()
     for group in groups:
         write_clip_group(job, spill, group)
@@ -229,8 +239,9 @@ def main() -> None:
                     for name, run in runs.items():
                         if (w, name) not in best or run.prepare < best[w, name].prepare:
                             best[w, name] = run
-                    shutil.rmtree(sliced)
-                    shutil.rmtree(ds, ignore_errors=True)
+                    # outputs are deleted only at the end: on an ext4 without a journal (this
+                    # machine's) a file created within a minute of many deletions in the folder's
+                    # block group costs a scan past every recently freed inode (perf: 9 % of a run)
             for w in args.workers:
                 for name in args.steps:
                     if (w, name) in best:
@@ -259,16 +270,14 @@ def main() -> None:
         print(line)
     if parts:
         print()
-        print("| input | decode | resample | write | cuts | clips | -j 1 (sum) | -j 2 bound | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        names = ["decode", "resample", "write", "rms", "cuts", "clips"]
+        print("| input | " + " | ".join(names) + " | sum | parent (cuts) |")
+        print("|---" * (len(names) + 3) + "|")
         for minutes, cpu in parts:
-            one = sum(cpu.values())
-            # three threads (decode | resample | write + cuts) in one worker, clips in the other:
-            # two free cores need at least the busiest thread and at least half of the sum
-            two = max(cpu["decode"], cpu["resample"], cpu["write"] + cpu["cuts"], one / 2)
             print(
-                f"| {minutes:g} min | {cpu['decode']:.2f} | {cpu['resample']:.2f} | {cpu['write']:.2f} | "
-                f"{cpu['cuts']:.2f} | {cpu['clips']:.2f} | {one:.2f} | {two:.2f} | {one / two:.2f}x |"
+                f"| {minutes:g} min | "
+                + " | ".join(f"{cpu[n]:.2f}" for n in names)
+                + f" | {sum(cpu[n] for n in names):.2f} | {cpu['cuts'] / sum(cpu[n] for n in names):.0%} |"
             )
 
 

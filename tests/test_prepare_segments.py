@@ -6,7 +6,11 @@ holds the file in memory and resamples it with one soxr call.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from gptsovits_train.audio.segments import (
 )
 from gptsovits_train.audio.slicer import SlicerParams, frame_rms
 from gptsovits_train.config import Config
+from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.prepare import prepare
 from gptsovits_train.data.segmented_source import SegmentedSource
 from gptsovits_train.data.source_clips import SourceJob, process_source
@@ -87,19 +92,37 @@ def test_segments_give_the_whole_file_resampling_bit_for_bit(tmp_path: Path, rat
     assert all(0 < b[0] - a[1] <= WIN_HOP[0] // WIN_HOP[1] for a, b in itertools.pairwise(spans))
 
 
-@pytest.mark.parametrize(
-    ("subtype", "channels", "ext"),
-    [("FLOAT", 1, "wav"), ("PCM_24", 2, "flac"), ("PCM_16", 3, "wav"), ("PCM_16", 1, "flac")],
-)
-def test_segments_of_other_formats_and_channel_counts(
-    tmp_path: Path, subtype: str, channels: int, ext: str
-) -> None:
+FORMATS = [
+    *[("WAV", sub, 2) for sub in ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW")],
+    ("WAV", "PCM_16", 3),
+    ("WAV", "FLOAT", 1),
+    ("AIFF", "PCM_S8", 1),
+    ("AIFF", "PCM_16", 2),
+    ("FLAC", "PCM_16", 1),
+    ("FLAC", "PCM_24", 2),
+    ("W64", "PCM_16", 2),
+    ("RF64", "PCM_16", 2),
+    ("CAF", "PCM_16", 2),
+    ("WAVEX", "PCM_24", 4),
+]
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "channels"), FORMATS)
+def test_segments_of_every_seekable_format(tmp_path: Path, fmt: str, subtype: str, channels: int) -> None:
+    """Every format and subtype `segmentable` accepts: a seek gives the samples a sequential read does."""
+    assert fmt in seg_mod.SEEKABLE_FORMATS and subtype in seg_mod.SEEKABLE_SUBTYPES
     rate = 48000
     x = (0.25 * np.random.default_rng(channels).standard_normal((rate * 7, channels))).astype(np.float32)
-    path = tmp_path / f"x.{ext}"
-    sf.write(path, x, rate, subtype=subtype)
+    path = tmp_path / f"x.{ {'WAVEX': 'wav'}.get(fmt, fmt.lower()) }"
+    sf.write(path, x, rate, format=fmt, subtype=subtype)
+    assert sf.info(str(path)).format == fmt
     got, _ = _decode_all(path, _plan(path, 2.0), tmp_path / "s.f32")
     assert np.array_equal(got, resample(load_audio(path).samples, rate, SR))
+
+
+def test_every_accepted_format_and_subtype_is_tested() -> None:
+    assert {f for f, _, _ in FORMATS} == seg_mod.SEEKABLE_FORMATS
+    assert {s for _, s, _ in FORMATS} == seg_mod.SEEKABLE_SUBTYPES
 
 
 def test_a_wrong_period_is_caught_by_the_check_and_long_files_use_one_stream(
@@ -323,3 +346,57 @@ def test_interrupted_segmented_slicing_resumes_without_duplicates(
     assert _clip_files(out) == ref
     assert len({c.id for c in rep.clips}) == len(rep.clips) == len(ref)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+# ---------------------------------------------------------------------------- supporting pieces
+FAULTS_PROBE = """
+import resource, sys
+import numpy as np
+from gptsovits_train.data.workers import keep_freed_memory
+
+def faults_of_a_fresh_buffer():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buf = np.empty(4 << 20, dtype=np.float32)  # 16 MB, below the 32 MB mmap threshold
+    buf.fill(1.0)  # touch every page
+    del buf
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+print([faults_of_a_fresh_buffer() for _ in range(2)][1])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_freed_memory_is_reused_without_new_page_faults() -> None:
+    """A 16 MB buffer allocated, freed and allocated again (fresh processes, so that no earlier
+    allocation has moved glibc's own thresholds): by default the second one still comes as fresh
+    pages from the kernel; after `keep_freed_memory` it is the freed memory again."""
+
+    def second_faults(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", FAULTS_PROBE, mode], capture_output=True, text=True, check=True
+        )
+        return int(done.stdout.strip())
+
+    assert second_faults("default") > 200
+    assert second_faults("keep") < 50
+
+
+def test_clip_to_dict_is_asdict() -> None:
+    clip = Clip(
+        id="a",
+        path="wavs/a.wav",
+        source="s.wav",
+        start=0.5,
+        end=1.5,
+        duration=1.0,
+        text="hi",
+        language="en",
+        speaker="spk",
+        phones=["h", "i"],
+        phone_ids=[3, 4],
+        extra={"k": [1, 2]},
+    )
+    assert clip.to_dict() == dataclasses.asdict(clip)
+    assert Clip.from_dict(json.loads(clip.to_json())) == clip

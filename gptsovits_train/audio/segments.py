@@ -55,8 +55,11 @@ ALIGNED_PERIODS: dict[tuple[int, int], int] = {
 #: Input seconds a segment's stream runs before its first kept sample (rounded up to whole periods,
 #: at least one). The largest warm-up measured for the table's rates is 0.1 s of output.
 WARMUP_SECONDS = 0.25
-#: Input seconds per segment (rounded to whole periods).
+#: Input seconds per segment (rounded to whole periods): at most this, ...
 SEGMENT_SECONDS = 120.0
+#: ... and about a quarter of a worker's share of the file, but not below this (each segment's stream
+#: runs at least one period of warm-up: 2.5 s for 44.1 kHz input).
+MIN_SEGMENT_SECONDS = 30.0
 #: Bytes per `pwrite` into the spill file.
 WRITE_BYTES = 1 << 18
 #: Subtypes whose frames libsndfile seeks to exactly (the decoded samples after a seek are those a
@@ -336,5 +339,7 @@ def segmentable(path: Path, sr_out: int, workers: int, win: int, hop: int) -> Se
     period = aligned_period(int(info.samplerate), sr_out)
     if period is None:
         return None
-    plan = SegmentPlan.make(int(info.frames), int(info.samplerate), sr_out, period, SEGMENT_SECONDS, win, hop)
+    share = info.frames / info.samplerate / (4 * workers)
+    seconds = min(SEGMENT_SECONDS, max(MIN_SEGMENT_SECONDS, share))
+    plan = SegmentPlan.make(int(info.frames), int(info.samplerate), sr_out, period, seconds, win, hop)
     return plan if len(plan) >= 2 else None

@@ -134,7 +134,8 @@ class SegmentedSource:
         cuts.cpu = {
             part: sum(seg.cpu.get(part, 0.0) for seg in ordered) for part in ("decode", "resample", "write")
         }
-        cuts.cpu["cuts"] = self.cutter.cpu + self.cpu + sum(seg.cpu.get("rms", 0.0) for seg in ordered)
+        cuts.cpu["rms"] = sum(seg.cpu.get("rms", 0.0) for seg in ordered)
+        cuts.cpu["cuts"] = self.cutter.cpu + self.cpu
         return cuts
 
     def _clipping(self, ordered: list[SegmentResult], n_in: int) -> Clipping:
