@@ -390,10 +390,12 @@ def test_source_skipped_at_its_end_leaves_no_clips(
 def test_two_workers_write_clips_while_the_file_is_still_being_decoded(
     long_input: Path, in_memory_result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With -j 2, clips are written by the other worker while the analysis task is still decoding:
-    after sending its first group, the analysis waits (up to 60 s) for a clip file to appear. Pool
-    workers are forked after the patch, so they run the patched analysis."""
+    """With -j 2 and one stream (no segments: a file `audio.segments` cannot split), clips are written
+    by the other worker while the analysis task is still decoding: after sending its first group, the
+    analysis waits (up to 60 s) for a clip file to appear. Pool workers are forked after the patch,
+    so they run the patched analysis."""
     monkeypatch.setattr(streamed_mod, "CLIP_GROUP_SECONDS", 10.0)
+    monkeypatch.setattr(prep_mod, "segment_plan", lambda job, workers: None)
     real_analyse = streamed_mod.analyse_streamed
     out = tmp_path / "ds"
 
