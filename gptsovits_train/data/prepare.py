@@ -29,6 +29,7 @@ With `slice_only`, stage 2 slices every source, writes the clips and `transcript
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import multiprocessing
@@ -271,7 +272,14 @@ def run_audio_stage(
             initializer=_init_worker,
             initargs=(os.getpid(), with_torch, groups),
         )
-        pool.submit(int).result()  # fork the workers now, before the progress bar starts a thread
+        # fork the workers now, before the progress bar starts a thread; with the objects of this
+        # process out of the garbage collector's reach, a worker's collections do not write to (and
+        # so copy) every page of the heap it shares with this process
+        gc.freeze()
+        try:
+            pool.submit(int).result()
+        finally:
+            gc.unfreeze()
         executor = pool
     tasks: dict[Future[Any], tuple[str, int, int]] = {}
     long_sources: dict[int, _LongSource] = {}
