@@ -18,8 +18,8 @@ A second table (`--pipeline`, on by default) splits the CPU time of slicing one 
 parts of the `-j 2` design, measured with per-thread CPU clocks in this process, one part after the
 other (other jobs on a shared machine change them far less than wall times). With more workers than
 files, a long file is decoded in segments (`audio.segments`, `data.segmented_source`): each worker
-runs segments (`decode` = decode + NaN check + channel mix + clipping count, `resample`, `write` = the
-spill file, `rms` = the slicer's frame RMS of the segment), the parent cuts them in order (`cuts` =
+runs segments (`decode` = decode + NaN check + channel mix + clipping count, `resample` (+ the peak and
+the slicer's frame RMS of the segment), `write` = the spill file), the parent cuts them in order (`cuts` =
 the frames at segment edges + silence slicer + clip groups), and the workers write the clips of each
 group (`clips` = loudness mix + int16 + WAV writes). All of it but the parent's `cuts` runs on any free
 core, so two cores need about half the sum; `-j 1` (one stream, `data.streamed_source`) needs the sum.
@@ -270,7 +270,7 @@ def main() -> None:
         print(line)
     if parts:
         print()
-        names = ["decode", "resample", "write", "rms", "cuts", "clips"]
+        names = ["decode", "resample", "write", "cuts", "clips"]
         print("| input | " + " | ".join(names) + " | sum | parent (cuts) |")
         print("|---" * (len(names) + 3) + "|")
         for minutes, cpu in parts:

@@ -31,7 +31,7 @@ from gptsovits_train.audio.segments import (
     decode_segment,
     segmentable,
 )
-from gptsovits_train.audio.slicer import SlicerParams, frame_rms
+from gptsovits_train.audio.slicer import FrameRmsStream, SlicerParams, frame_rms
 from gptsovits_train.config import Config
 from gptsovits_train.data.manifest import Clip
 from gptsovits_train.data.prepare import prepare
@@ -63,6 +63,22 @@ def _plan(path: Path, seconds: float) -> SegmentPlan:
 
 
 # ------------------------------------------------------------------------------ bits of the stream
+@pytest.mark.parametrize(("win", "hop"), [(1280, 320), (1000, 300), (960, 320)])
+@pytest.mark.parametrize("skip", [1, 319, 320, 641, 5000])
+def test_frame_rms_stream_started_part_way(win: int, hop: int, skip: int) -> None:
+    """`FrameRmsStream(skip=...)` fed the signal from sample `skip` on, in random pieces, gives the
+    whole signal's frames from the first whose window starts at or after `skip`."""
+    rng = np.random.default_rng(skip)
+    x = rng.standard_normal(20_000).astype(np.float32)
+    whole = frame_rms(x, win, hop)
+    stream = FrameRmsStream(win, hop, skip=skip)
+    cuts = np.sort(rng.integers(skip, len(x), 6))
+    got = [stream.feed(piece) for piece in np.split(x[skip:], cuts - skip)] + [stream.finish()]
+    first = -(-(skip + win // 2) // hop)
+    assert first * hop - win // 2 >= skip > (first - 1) * hop - win // 2
+    assert np.array_equal(np.concatenate(got), whole[first:])
+
+
 @pytest.mark.parametrize("rate", sorted({sr for sr, _ in ALIGNED_PERIODS} | {SR}))
 def test_segments_give_the_whole_file_resampling_bit_for_bit(tmp_path: Path, rate: int) -> None:
     """Every rate of the table (and 32 kHz, no resampling): three or more segments, each starting its

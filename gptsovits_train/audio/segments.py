@@ -34,7 +34,7 @@ import soxr
 
 from gptsovits_train.audio.clipping import ClippingCounter
 from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file
-from gptsovits_train.audio.slicer import frame_rms_range, n_frames
+from gptsovits_train.audio.slicer import FrameRmsStream, n_frames
 from gptsovits_train.audio.stream import BLOCK_FRAMES, libsndfile_error, open_checked, read_mono
 
 LOG = logging.getLogger(__name__)
@@ -157,8 +157,8 @@ class SegmentResult:
         clip_count: samples of the range in flat runs at its own top or at 1.0 (`ClippingCounter`);
             the sum over segments bounds the whole file's count (see `data.segmented_source`).
         error: an `AudioLoadError` message (nothing else is valid then).
-        cpu: CPU seconds: `decode` (+ mix, clipping), `resample` (+ collecting the outputs), `write`
-            (spill), `rms`.
+        cpu: CPU seconds: `decode` (+ mix, clipping), `resample` (+ peak and frame RMS), `write`
+            (spill).
     """
 
     index: int
@@ -174,24 +174,21 @@ class SegmentResult:
 
 
 class _Outputs:
-    """Collects the resampler's outputs from index `skip` on, up to `limit` of them (`limit` None:
-    everything; `capacity`: the expected count), in one buffer that `write` puts into the spill at
-    sample offset `base`."""
+    """Takes the resampler's outputs from index `skip` on, up to `limit` of them (None: everything):
+    writes them to the spill file `fd` from sample offset `base` on, and computes their frames of the
+    slicer's frame RMS as they come (`frames`; the caller adds `frames.finish()` at the file's end)."""
 
-    def __init__(self, base: int, skip: int, limit: int | None, capacity: int) -> None:
-        self.base, self.skip, self.limit = base, skip, limit
+    def __init__(self, fd: int, base: int, skip: int, limit: int | None, win: int, hop: int) -> None:
+        self.fd, self.base, self.skip, self.limit = fd, base, skip, limit
         self.emitted = 0  # outputs seen (kept or not)
         self.kept = 0
         self.peak = 0.0
-        self.buf = np.empty(max(1, capacity), dtype=np.float32)
+        self.frames = FrameRmsStream(win, hop, skip=base)
+        self.rms: list[np.ndarray] = []
+        self.write_cpu = 0.0
 
     def full(self) -> bool:
         return self.limit is not None and self.kept >= self.limit
-
-    @property
-    def samples(self) -> np.ndarray:
-        """(kept,) float32: the outputs kept so far."""
-        return self.buf[: self.kept]
 
     def add(self, out: np.ndarray) -> None:
         lo = max(0, self.skip - self.emitted)
@@ -201,63 +198,51 @@ class _Outputs:
             keep = keep[: self.limit - self.kept]
         if not keep.size:
             return
-        end = self.kept + keep.shape[0]
-        if end > self.buf.shape[0]:  # more than expected (the last segment): grow
-            grown = np.empty(max(end, 2 * self.buf.shape[0]), dtype=np.float32)
-            grown[: self.kept] = self.samples
-            self.buf = grown
-        self.buf[self.kept : end] = keep
         self.peak = max(self.peak, float(np.max(np.abs(keep))))
-        self.kept = end
-
-    def write(self, fd: int) -> None:
-        """Write the kept outputs to `fd` at their place in the spill file, in pieces of
-        `WRITE_BYTES` (one 15 MB `pwrite` costs 7x the CPU of the same bytes in 190 KB pieces here)."""
-        view, offset = self.samples.data.cast("B"), 4 * self.base
-        while view:
-            written = os.pwrite(fd, view[:WRITE_BYTES], offset)
+        self.rms.append(self.frames.feed(keep))
+        start = time.thread_time()
+        view, offset = (
+            np.ascontiguousarray(keep, dtype=np.float32).data.cast("B"),
+            4 * (self.base + self.kept),
+        )
+        while view:  # in pieces: one 15 MB `pwrite` costs 7x the CPU of the same bytes in 190 KB pieces
+            written = os.pwrite(self.fd, view[:WRITE_BYTES], offset)
             if written <= 0:
                 raise OSError(f"cannot write the spill file (pwrite returned {written})")
             view, offset = view[written:], offset + written
+        self.write_cpu += time.thread_time() - start
+        self.kept += keep.shape[0]
 
 
 def decode_segment(path: Path, plan: SegmentPlan, index: int, spill: Path) -> SegmentResult:
     """Decode and resample segment `index` of `plan` into `spill` (which exists) at its output offset,
-    and compute its own frames of the slicer's frame RMS.
+    and compute its own frames of the slicer's frame RMS (`SegmentPlan.own_frames`).
 
-    The samples written are those `decode_to_spill` writes at the same positions, bit for bit (nothing
-    is written for a segment with NaN/Inf samples: the file is rejected). Per-file problems come back
-    in `SegmentResult.error`; OSError (the spill) is raised.
+    The samples written are those `decode_to_spill` writes at the same positions, bit for bit. Holds a
+    decode block at a time. Per-file problems come back in `SegmentResult.error`; OSError (the spill)
+    is raised.
     """
-    res = SegmentResult(index, cpu={"decode": 0.0, "resample": 0.0, "write": 0.0})
+    res = SegmentResult(index, cpu={"decode": 0.0, "resample": 0.0})
+    fd = os.open(spill, os.O_WRONLY)
     try:
-        outs, clipping = _decode_range(path, plan, index, res)
+        outs, clipping = _decode_range(path, plan, index, res, fd)
     except AudioLoadError as exc:
         res.error = str(exc)
         return res
-    res.n_out, res.peak = outs.kept, outs.peak
-    res.clip_top, res.clip_count = clipping.top, clipping.flat_count()
-    if res.n_bad:
-        return res
-    t0 = time.thread_time()
-    fd = os.open(spill, os.O_WRONLY)
-    try:
-        outs.write(fd)
     finally:
         os.close(fd)
-    t1 = time.thread_time()
-    first, last = plan.own_frames(index, res.n_out)
-    samples, base = outs.samples, outs.base
-    res.rms = frame_rms_range(
-        lambda a, b: samples[a - base : b - base], base + res.n_out, plan.win, plan.hop, first, last
-    )
-    res.cpu["write"] += t1 - t0
-    res.cpu["rms"] = time.thread_time() - t1
+    res.n_out, res.peak = outs.kept, outs.peak
+    res.clip_top, res.clip_count = clipping.top, clipping.flat_count()
+    if index == len(plan) - 1:
+        outs.rms.append(outs.frames.finish())
+    res.rms = np.concatenate(outs.rms) if outs.rms else np.zeros(0)
+    res.cpu["write"] = outs.write_cpu
+    res.cpu["resample"] -= outs.write_cpu  # measured around `add`, which writes
     return res
 
 
 def _decode_range(
-    path: Path, plan: SegmentPlan, index: int, res: SegmentResult
+    path: Path, plan: SegmentPlan, index: int, res: SegmentResult, fd: int
 ) -> tuple[_Outputs, ClippingCounter]:
     """The decoding loop of `decode_segment`: fills `res.n_in`, `res.n_bad` and `res.cpu`.
 
@@ -271,8 +256,7 @@ def _decode_range(
     begin = max(0, start - warmup_frames(plan.period, plan.sr_in)) if resampled else start
     o_start = plan.out_offset(start)
     limit = None if last else plan.out_offset(end) - o_start
-    expected = limit if limit is not None else plan.out_offset(end) - o_start + 1024
-    outs = _Outputs(o_start, o_start - plan.out_offset(begin), limit, expected)
+    outs = _Outputs(fd, o_start, o_start - plan.out_offset(begin), limit, plan.win, plan.hop)
     clipping = ClippingCounter()
     with open_checked(path) as fh:
         rs = (

@@ -182,9 +182,18 @@ class FrameRmsStream:
     `_rms_of_squares`). Holds fewer than `win + len(piece)` samples.
     """
 
-    def __init__(self, win: int, hop: int) -> None:
+    def __init__(self, win: int, hop: int, skip: int = 0) -> None:
+        """`skip` > 0: the first samples fed are that far into the signal, and the frames start with the
+        first one whose window starts at or after them (`skip` samples are dropped first): the frames
+        from `-(-(skip + win // 2) // hop)` on, as `frame_rms` of the whole signal has them."""
         self.win, self.hop = win, hop
-        self._tail = np.zeros(win // 2, dtype=np.float64)  # padded signal from the next frame's start
+        half = win // 2
+        self._drop = 0
+        if skip:
+            first = -(-(skip + half) // hop)  # first frame whose window starts at or after `skip`
+            self._drop = first * hop - half - skip
+        # padded signal from the next frame's start
+        self._tail = np.zeros(0 if skip else half, dtype=np.float64)
         self.n_samples = 0
 
     def _frames(self, pad: int) -> np.ndarray:
@@ -201,6 +210,9 @@ class FrameRmsStream:
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """Append (n,) float samples; returns the (k,) float64 frames they complete (k >= 0)."""
         self.n_samples += samples.shape[0]
+        if self._drop:
+            dropped = min(self._drop, samples.shape[0])
+            samples, self._drop = samples[dropped:], self._drop - dropped
         self._tail = np.concatenate((self._tail, samples.astype(np.float64, copy=False)))
         return self._frames(0)
 

@@ -183,6 +183,16 @@ class _LongSource:
         return outcome
 
 
+@dataclass
+class _Immediately:
+    """A stand-in for a queue whose `put(item)` hands the item on at once."""
+
+    take: Callable[[Any], None]
+
+    def put(self, item: Any) -> None:
+        self.take(item)
+
+
 def _delete_in_background(path: Path) -> threading.Thread:
     """Delete `path` on a new thread (started; join it); a failure is logged, not raised."""
 
@@ -252,8 +262,7 @@ def run_audio_stage(
     groups: Any
     if n_workers == 1:
         executor = _InlineExecutor()
-        groups = queue.SimpleQueue()
-        streamed_source.set_group_queue(groups)
+        groups = queue.SimpleQueue()  # stays empty: the groups are written as they come (below)
         if with_torch:
             import torch
 
@@ -332,6 +341,9 @@ def run_audio_stage(
         """Turn every clip group the analysis tasks have sent so far into a write task."""
         while not groups.empty():
             dispatch(*groups.get())
+
+    if pool is None:  # in this process: each group is written as soon as it is sent, not held to the end
+        streamed_source.set_group_queue(_Immediately(lambda item: dispatch(*item)))
 
     def collect(fut: Future[Any], kind: str, i: int, g: int) -> None:
         job = jobs[i]

@@ -134,7 +134,6 @@ class SegmentedSource:
         cuts.cpu = {
             part: sum(seg.cpu.get(part, 0.0) for seg in ordered) for part in ("decode", "resample", "write")
         }
-        cuts.cpu["rms"] = sum(seg.cpu.get("rms", 0.0) for seg in ordered)
         cuts.cpu["cuts"] = self.cutter.cpu + self.cpu
         return cuts
 
