@@ -235,9 +235,10 @@ class SilenceTagger:
     whole frame RMS. `rms` keeps every frame (8 bytes per frame, 2.9 MB per hour at a 10 ms hop).
     """
 
-    def __init__(self, p: SlicerParams) -> None:
+    def __init__(self, p: SlicerParams, expected_frames: int = 0) -> None:
+        """`expected_frames`: room to reserve (a known length is held without growing and copying)."""
         self.p = p
-        self._rms = np.zeros(1024, dtype=np.float64)
+        self._rms = np.zeros(max(1024, expected_frames), dtype=np.float64)
         self.total = 0  # frames received
         self._clip_start = 0
         self._run_start: int | None = None  # start of the silent run still open at the last frame
@@ -321,9 +322,9 @@ class ChunkStream:
     ``bounds_from_rms(frames, n_samples, p)`` for a signal longer than `p.min_length` samples.
     """
 
-    def __init__(self, p: SlicerParams) -> None:
+    def __init__(self, p: SlicerParams, expected_frames: int = 0) -> None:
         self.p = p
-        self.tagger = SilenceTagger(p)
+        self.tagger = SilenceTagger(p, expected_frames)
         self._from = 0  # first frame of the chunk after the last tag
 
     def _chunks(self, tags: list[tuple[int, int]], n_samples: int | None) -> list[tuple[int, int]]:

@@ -43,9 +43,10 @@ LOG = logging.getLogger(__name__)
 Split = Literal["train", "val"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Clip:
-    """One clip of a prepared dataset (one line of manifest.jsonl)."""
+    """One clip of a prepared dataset (one line of manifest.jsonl). Slots: an hour of speech is about
+    600 of them, held until the report is written (about 1 KB each less than with a `__dict__`)."""
 
     id: str
     path: str

@@ -107,6 +107,7 @@ class SegmentedSource:
             self.peak = max(self.peak, seg.peak)
             self.cutter.feed_frames(np.concatenate((edge, seg.rms)), end, self.peak)
             self.frames = own + seg.rms.shape[0]
+            seg.rms = seg.rms[:0]  # the cutter keeps the frames: no second copy of them
             self.fed += 1
         return self._finish() if len(self.results) == len(self.plan) else None
 

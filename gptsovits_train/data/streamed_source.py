@@ -25,6 +25,7 @@ Memory: one decode block, the RMS tail, and the frame RMS of the whole file (8 b
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,15 @@ from typing import Any
 import numpy as np
 
 from gptsovits_train.audio.io import AudioLoadError
-from gptsovits_train.audio.slicer import ChunkStream, FrameRmsStream, SlicerParams, split_long
-from gptsovits_train.audio.stream import BLOCK_FRAMES, SpillFile, SpillWriter, StreamResult, decode_to_spill
+from gptsovits_train.audio.slicer import ChunkStream, FrameRmsStream, SlicerParams, n_frames, split_long
+from gptsovits_train.audio.stream import (
+    BLOCK_FRAMES,
+    SpillFile,
+    SpillWriter,
+    StreamResult,
+    decode_to_spill,
+    stream_info,
+)
 from gptsovits_train.data.report_types import Skipped, WarningItem
 from gptsovits_train.data.source_clips import (
     SourceJob,
@@ -133,7 +141,9 @@ class StreamCutter:
         self.params = params = SlicerParams.from_config(job.prepare.slicer, sr)
         self.max_samples = round(job.prepare.slicer.max_clip_seconds * sr)
         self.frames = FrameRmsStream(params.win, params.hop)
-        self.chunks = ChunkStream(params)
+        info = stream_info(job.source.path)  # the frame RMS of the whole file is kept: reserve it
+        expected = n_frames(math.ceil(info.seconds * sr), params.win, params.hop) + 16 if info else 0
+        self.chunks = ChunkStream(params, expected)
         self.groups = _Groups(round(CLIP_GROUP_SECONDS * sr), sink, params.hop)
         self.cpu = 0.0
 
