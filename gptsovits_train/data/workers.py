@@ -160,6 +160,21 @@ def keep_freed_memory() -> bool:
     )
 
 
+def release_free_memory() -> bool:
+    """Give the free parts of this process's heap back to the system (glibc `malloc_trim`); False where
+    there is no glibc (nothing happens)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
 def worker_init(parent_pid: int, with_torch: bool) -> None:
     """Initializer of every pool worker: signals left to the parent, exit with it, one torch thread,
     freed memory kept for reuse."""
