@@ -256,7 +256,6 @@ def run_audio_stage(
 
     from tqdm import tqdm
 
-    keep_freed_memory()  # this process decodes (-j 1) or cuts (-j 2+); the workers do it in worker_init
     streamed = {i for i in todo if _needs_stream(jobs[i])}
     n_workers = max(1, min(workers, len(todo))) if not streamed else max(1, workers)
     with_torch = any(jobs[i].write_spec for i in todo)
@@ -268,6 +267,7 @@ def run_audio_stage(
     # in the pipe, so all of a task's groups are there when its result is), or an in-process queue
     groups: Any
     if n_workers == 1:
+        keep_freed_memory()  # this process decodes (pool workers do it in `worker_init`)
         executor = _InlineExecutor()
         groups = queue.SimpleQueue()  # stays empty: the groups are written as they come (below)
         if with_torch:
@@ -375,6 +375,8 @@ def run_audio_stage(
             state.segments.receive(result)
             start_segments(i)  # first, so that no worker waits for the cutting below
             state.cuts = state.segments.cut()  # sends the groups it completes
+            if state.cuts is not None:
+                state.segments = None  # its frame RMS (2.9 MB per hour) is not needed any more
         else:
             state.written[g] = result
         if state.done():
