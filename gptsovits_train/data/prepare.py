@@ -227,13 +227,16 @@ def run_audio_stage(
 ) -> tuple[list[SourceOutcome], int]:
     """Run (or reuse) every job; returns outcomes in job order and how many were reused.
 
-    A short source is one task (`process_source`). A long one (`_needs_stream`) is an analysis task
-    (`streamed_source.analyse_streamed`: decode, resample, frame RMS and slicer in one streaming pass)
-    that sends its clips in groups of ~`CLIP_GROUP_SECONDS` while it runs; each group becomes a
-    clip-writing task (`write_clip_group`) for any free worker, so the other workers write the clips
-    of one long recording while it is still being decoded; with more workers than sources, the
-    analysis also decodes in a helper thread. A source's progress record is written when all its
-    clips are.
+    A short source is one task (`process_source`). A long one (`_needs_stream`) is cut with flat memory,
+    its clips written in groups of ~`CLIP_GROUP_SECONDS` by write tasks (`write_clip_group`) for any free
+    worker while the file is still being decoded:
+    - with more workers than sources, in segments (`data.segmented_source`): every worker decodes and
+      resamples segments of the file (`audio.segments.decode_segment`), and this process cuts them in
+      order and hands out the groups;
+    - otherwise (or for a file that cannot be split) by one analysis task
+      (`streamed_source.analyse_streamed`: decode, resample, frame RMS and slicer in one streaming pass)
+      that sends its groups while it runs.
+    A source's progress record is written when all its clips are.
 
     Raises:
         StopRequested: SIGINT/SIGTERM (see `data.workers`); the pool is killed, finished sources kept.
