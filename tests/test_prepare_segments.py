@@ -40,6 +40,8 @@ from gptsovits_train.data.source_clips import SourceJob, process_source
 from gptsovits_train.data.sources import Source
 from gptsovits_train.data.streamed_source import ClipGroup, SourceCuts
 from gptsovits_train.errors import Interrupted
+from gptsovits_train.fileio import OutputWriteError
+from gptsovits_train.layout import DatasetLayout
 from tests.test_prepare_scale import _clip_files, _late_problem_input, speech_like
 
 SR = 32000
@@ -441,3 +443,31 @@ def test_clip_to_dict_is_asdict() -> None:
     )
     assert clip.to_dict() == dataclasses.asdict(clip)
     assert Clip.from_dict(json.loads(clip.to_json())) == clip
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("workers", [1, 2])  # one stream / segments
+def test_full_disk_while_writing_the_spill_is_one_line(
+    long_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """The spill file on a full device (a link to /dev/full: every write fails with ENOSPC, as the
+    kernel reports a full disk): `OutputWriteError` naming it, not an "unexpected error"."""
+    monkeypatch.setattr(seg_mod, "SEGMENT_SECONDS", 10.0)
+    link = tmp_path / "spill.f32"
+    link.symlink_to("/dev/full")  # prepare deletes the link when it gives up, never the device
+    monkeypatch.setattr(DatasetLayout, "source_spill", lambda self, key: link)
+    started = _spy_segments(monkeypatch)
+    with pytest.raises(
+        OutputWriteError, match=r"no space left on the device holding .* \(while writing spill.f32\)"
+    ):
+        prepare(
+            [long_wav],
+            tmp_path / "ds",
+            Config(),
+            slice_only=True,
+            language="en",
+            workers=workers,
+            progress=False,
+        )
+    assert len(started) == (workers - 1)  # -j 2 went the segment way
+    assert Path("/dev/full").is_char_device()

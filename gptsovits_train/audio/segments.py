@@ -36,6 +36,7 @@ from gptsovits_train.audio.clipping import ClippingCounter
 from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file
 from gptsovits_train.audio.slicer import FrameRmsStream, n_frames
 from gptsovits_train.audio.stream import BLOCK_FRAMES, libsndfile_error, open_checked, read_mono
+from gptsovits_train.fileio import naming_write_failures
 
 LOG = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class _Outputs:
             4 * (self.base + self.kept),
         )
         while view:  # in pieces: one 15 MB `pwrite` costs 7x the CPU of the same bytes in 190 KB pieces
-            written = os.pwrite(self.fd, view[:WRITE_BYTES], offset)
+            written = os.pwrite(self.fd, view[:WRITE_BYTES], offset)  # OSError: the caller names the file
             if written <= 0:
                 raise OSError(f"cannot write the spill file (pwrite returned {written})")
             view, offset = view[written:], offset + written
@@ -220,17 +221,18 @@ def decode_segment(path: Path, plan: SegmentPlan, index: int, spill: Path) -> Se
 
     The samples written are those `decode_to_spill` writes at the same positions, bit for bit. Holds a
     decode block at a time. Per-file problems come back in `SegmentResult.error`; OSError (the spill)
-    is raised.
+    is raised (`OutputWriteError` for a full disk or an unwritable folder).
     """
     res = SegmentResult(index, cpu={"decode": 0.0, "resample": 0.0})
-    fd = os.open(spill, os.O_WRONLY)
-    try:
-        outs, clipping = _decode_range(path, plan, index, res, fd)
-    except AudioLoadError as exc:
-        res.error = str(exc)
-        return res
-    finally:
-        os.close(fd)
+    with naming_write_failures(spill):  # a full disk: one line naming the spill
+        fd = os.open(spill, os.O_WRONLY)
+        try:
+            outs, clipping = _decode_range(path, plan, index, res, fd)
+        except AudioLoadError as exc:
+            res.error = str(exc)
+            return res
+        finally:
+            os.close(fd)
     res.n_out, res.peak = outs.kept, outs.peak
     res.clip_top, res.clip_count = clipping.top, clipping.flat_count()
     if index == len(plan) - 1:

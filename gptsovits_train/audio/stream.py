@@ -40,6 +40,7 @@ import soxr
 
 from gptsovits_train.audio.clipping import Clipping, ClippingCounter
 from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file, format_warnings
+from gptsovits_train.fileio import naming_write_failures
 
 LOG = logging.getLogger(__name__)
 
@@ -294,6 +295,7 @@ def decode_to_spill(
                 # it resamples, numpy and libsndfile for their long calls)
                 stack.callback(sys.setswitchinterval, sys.getswitchinterval())
                 sys.setswitchinterval(GIL_SWITCH_SECONDS)
+            stack.enter_context(naming_write_failures(spill))  # a full disk: one line naming the spill
             out = stack.enter_context(open(spill, "wb"))
             writer = SpillWriter(out)
             for samples in outputs:

@@ -39,6 +39,7 @@ from gptsovits_train.audio.slicer import SlicerParams, frame_rms_range
 from gptsovits_train.audio.stream import SpillFile, StreamResult, clipping_of, stream_info
 from gptsovits_train.data.source_clips import SourceJob
 from gptsovits_train.data.streamed_source import GroupSink, SourceCuts, StreamCutter
+from gptsovits_train.fileio import naming_write_failures
 
 LOG = logging.getLogger(__name__)
 
@@ -67,9 +68,10 @@ class SegmentedSource:
     @classmethod
     def start(cls, job: SourceJob, spill: Path, plan: SegmentPlan, sink: GroupSink) -> SegmentedSource:
         """Create the (empty) spill file the segment tasks write into; `sink` receives the clip groups."""
-        spill.parent.mkdir(parents=True, exist_ok=True)
-        with open(spill, "wb"):
-            pass
+        with naming_write_failures(spill):
+            spill.parent.mkdir(parents=True, exist_ok=True)
+            with open(spill, "wb"):
+                pass
         return cls(job, spill, plan, StreamCutter(job, spill, sink))
 
     def to_start(self, in_flight: int) -> list[int]:
