@@ -194,6 +194,36 @@ class _Immediately:
         self.take(item)
 
 
+def _new_group_pipe() -> Any:
+    """The pipe the pool workers send clip groups through (its `put` returns once the group is in the
+    pipe, so all of a task's groups are there when its result is)."""
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return multiprocessing.get_context(method).SimpleQueue()
+
+
+def _start_pool(n_workers: int, with_torch: bool, groups: Any) -> ProcessPoolExecutor:
+    """`n_workers` worker processes, started now (forked on Linux)."""
+    if with_torch:
+        import torch  # noqa: F401  (imported once here: forked workers inherit it)
+
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    pool = ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_init_worker,
+        initargs=(os.getpid(), with_torch, groups),
+    )
+    # fork the workers now, before the progress bar starts a thread; with the objects of this process
+    # out of the garbage collector's reach, a worker's collections do not write to (and so copy) every
+    # page of the heap it shares with this process
+    gc.freeze()
+    try:
+        pool.submit(int).result()
+    finally:
+        gc.unfreeze()
+    return pool
+
+
 def _delete_in_background(path: Path) -> threading.Thread:
     """Delete `path` on a new thread (started; join it); a failure is logged, not raised."""
 
@@ -266,9 +296,7 @@ def run_audio_stage(
     pool: ProcessPoolExecutor | None = None
     executor: ProcessPoolExecutor | _InlineExecutor
     threads: int | None = None
-    # clip groups from analysis tasks: a pipe from the workers (its put() returns once the group is
-    # in the pipe, so all of a task's groups are there when its result is), or an in-process queue
-    groups: Any
+    groups: Any  # where analysis tasks send their clip groups (`_new_group_pipe`, or see below)
     if n_workers == 1:
         keep_freed_memory()  # this process decodes (pool workers do it in `worker_init`)
         executor = _InlineExecutor()
@@ -279,27 +307,8 @@ def run_audio_stage(
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # one worker means one core, in this process too
     else:
-        if with_torch:
-            import torch  # imported once here: forked workers inherit it
-
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        context = multiprocessing.get_context(method)
-        groups = context.SimpleQueue()
-        pool = ProcessPoolExecutor(
-            max_workers=n_workers,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(os.getpid(), with_torch, groups),
-        )
-        # fork the workers now, before the progress bar starts a thread; with the objects of this
-        # process out of the garbage collector's reach, a worker's collections do not write to (and
-        # so copy) every page of the heap it shares with this process
-        gc.freeze()
-        try:
-            pool.submit(int).result()
-        finally:
-            gc.unfreeze()
-        executor = pool
+        groups = _new_group_pipe()
+        executor = pool = _start_pool(n_workers, with_torch, groups)
     tasks: dict[Future[Any], tuple[str, int, int]] = {}
     long_sources: dict[int, _LongSource] = {}
     deleting: list[threading.Thread] = []
