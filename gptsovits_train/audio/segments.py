@@ -35,7 +35,7 @@ import soxr
 from gptsovits_train.audio.clipping import ClippingCounter
 from gptsovits_train.audio.io import RESAMPLE_QUALITY, AudioLoadError, check_audio_file
 from gptsovits_train.audio.slicer import FrameRmsStream, n_frames
-from gptsovits_train.audio.stream import BLOCK_FRAMES, libsndfile_error, open_checked, read_mono
+from gptsovits_train.audio.stream import BLOCK_FRAMES, libsndfile_error, open_checked, read_mono, stream_info
 from gptsovits_train.fileio import naming_write_failures
 
 LOG = logging.getLogger(__name__)
@@ -316,16 +316,12 @@ def segmentable(path: Path, sr_out: int, workers: int, win: int, hop: int) -> Se
         check_audio_file(path)  # a bad file goes the single-stream way, which reports it
     except AudioLoadError:
         return None
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError):
+    info = stream_info(path)
+    if info is None or info.format not in SEEKABLE_FORMATS or info.subtype not in SEEKABLE_SUBTYPES:
         return None
-    if str(info.format) not in SEEKABLE_FORMATS or str(info.subtype) not in SEEKABLE_SUBTYPES:
-        return None
-    period = aligned_period(int(info.samplerate), sr_out)
+    period = aligned_period(info.sample_rate, sr_out)
     if period is None:
         return None
-    share = info.frames / info.samplerate / (4 * workers)
-    seconds = min(SEGMENT_SECONDS, max(MIN_SEGMENT_SECONDS, share))
-    plan = SegmentPlan.make(int(info.frames), int(info.samplerate), sr_out, period, seconds, win, hop)
+    seconds = min(SEGMENT_SECONDS, max(MIN_SEGMENT_SECONDS, info.seconds / (4 * workers)))
+    plan = SegmentPlan.make(info.frames, info.sample_rate, sr_out, period, seconds, win, hop)
     return plan if len(plan) >= 2 else None

@@ -52,12 +52,14 @@ BLOCK_FRAMES = 1 << 16
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """Header facts of a file libsndfile can stream: input rate, channels, subtype, frame count."""
+    """Header facts of a file libsndfile can stream: input rate, channels, subtype, frame count,
+    container format."""
 
     sample_rate: int
     channels: int
     subtype: str
     frames: int
+    format: str
 
     @property
     def seconds(self) -> float:
@@ -70,7 +72,9 @@ def stream_info(path: Path) -> StreamInfo | None:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError):
         return None
-    return StreamInfo(int(info.samplerate), int(info.channels), str(info.subtype), int(info.frames))
+    return StreamInfo(
+        int(info.samplerate), int(info.channels), str(info.subtype), int(info.frames), str(info.format)
+    )
 
 
 @dataclass

@@ -194,11 +194,15 @@ class _Immediately:
         self.take(item)
 
 
+def _mp_context() -> Any:
+    """How pool workers start: forked on Linux (they inherit the imports), spawned elsewhere."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
 def _new_group_pipe() -> Any:
     """The pipe the pool workers send clip groups through (its `put` returns once the group is in the
     pipe, so all of a task's groups are there when its result is)."""
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return multiprocessing.get_context(method).SimpleQueue()
+    return _mp_context().SimpleQueue()
 
 
 def _start_pool(n_workers: int, with_torch: bool, groups: Any) -> ProcessPoolExecutor:
@@ -206,10 +210,9 @@ def _start_pool(n_workers: int, with_torch: bool, groups: Any) -> ProcessPoolExe
     if with_torch:
         import torch  # noqa: F401  (imported once here: forked workers inherit it)
 
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
     pool = ProcessPoolExecutor(
         max_workers=n_workers,
-        mp_context=multiprocessing.get_context(method),
+        mp_context=_mp_context(),
         initializer=_init_worker,
         initargs=(os.getpid(), with_torch, groups),
     )
